@@ -1,0 +1,1 @@
+"""Latent edits: InterfaceGAN directions, GANSpace components, StyleCLIP mappers and the edit chain."""

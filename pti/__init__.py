@@ -1,0 +1,1 @@
+"""Pivotal Tuning Inversion (PTI) on StyleGAN2: generator, weights, projection, tuning, pipeline."""

@@ -1,0 +1,1 @@
+"""Custom ops: pure-PyTorch references plus optional lazily-built CUDA kernels."""
