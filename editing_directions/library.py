@@ -1,0 +1,259 @@
+"""The edits a session can use: their options (names, labels, ranges) and their tensors, loaded once on first use."""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from editing_directions import ganspace, interfacegan, styleclip
+from editing_directions.catalogue import MapperEntry, WeightSource, default_mapper_catalogue, \
+    folder_mapper_catalogue, hub_mapper_catalogue, mapper_label
+from editing_directions.edit import KINDS, Edit
+from editing_directions.errors import EditStrengthError, LatentShapeError, UnknownEditError
+from editing_directions.ganspace import GANSPACE_EDITS, GanspacePCA
+from editing_directions.interfacegan import INTERFACEGAN_DIRECTIONS
+from editing_directions.styleclip import LevelsMapper
+
+_DIRECTION_SPECS = {spec.name: spec for spec in INTERFACEGAN_DIRECTIONS}
+_GANSPACE_SPECS = {spec.name: spec for spec in GANSPACE_EDITS}
+_PCA_RESOURCE = "ganspace:pca"  # the three GANSpace edits share one PCA file
+
+
+@dataclass(frozen=True)
+class EditOption:
+    """One edit on offer: what a slider or the command line needs (kind, name, label, range, default strength)."""
+
+    kind: str
+    name: str
+    label: str
+    min: float
+    max: float
+    step: float
+    default: float  # InterfaceGAN 0 (identity), GANSpace PTI's strength, StyleCLIP alpha 0.1
+
+    @property
+    def key(self) -> str:
+        """`kind:name`, unique within a library."""
+        return f"{self.kind}:{self.name}"
+
+
+def _resource(kind: str, name: str) -> str:
+    """Cache key of the file an edit needs."""
+    return _PCA_RESOURCE if kind == "ganspace" else f"{kind}:{name}"
+
+
+def _direction_option(name: str, label: str | None = None) -> EditOption:
+    """Option of a known InterfaceGAN direction."""
+    if name not in _DIRECTION_SPECS:
+        raise UnknownEditError(f"unknown InterfaceGAN direction {name!r}; known: {', '.join(_DIRECTION_SPECS)}")
+    spec = _DIRECTION_SPECS[name]
+    return EditOption("interfacegan", name, label or spec.label, spec.min, spec.max, spec.step, spec.default)
+
+
+def _ganspace_options(labels: Mapping[str, str]) -> list[EditOption]:
+    """Options of PTI's three GANSpace edits."""
+    return [EditOption("ganspace", spec.name, labels.get(f"ganspace:{spec.name}", spec.label), spec.min, spec.max,
+                       spec.step, spec.default) for spec in GANSPACE_EDITS]
+
+
+def _mapper_option(name: str, label: str) -> EditOption:
+    """Option of a StyleCLIP mapper."""
+    return EditOption("styleclip", name, label, styleclip.ALPHA_MIN, styleclip.ALPHA_MAX, styleclip.ALPHA_STEP,
+                      styleclip.DEFAULT_ALPHA)
+
+
+class EditLibrary:
+    """The available edits and their tensors: each file is fetched and loaded on first use, then kept here."""
+
+    def __init__(
+        self,
+        options: Sequence[EditOption],  # what is on offer, in display order
+        loaders: Mapping[str, Callable[[], object]],  # `kind:name` (or 'ganspace:pca') -> loads the tensor/mapper
+        *,
+        num_ws: int | None = None,  # if given, codes must have this many W+ layers
+        description: str = "",  # shown to people, e.g. that the edits are random demo edits
+    ):
+        self._options = {option.key: option for option in options}
+        missing = sorted({_resource(o.kind, o.name) for o in options} - set(loaders))
+        if missing:
+            raise ValueError(f"no loader for {', '.join(missing)}")
+        self._loaders = dict(loaders)
+        self._loaded: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self.num_ws = num_ws
+        self.description = description
+
+    @classmethod
+    def from_registry(
+        cls,
+        *,
+        directions_dir: str | Path | None = None,  # folder with age.pt, smile.pt, rotation.pt, ffhq_pca.pt (no Hub)
+        mapper_dir: str | Path | None = None,  # folder whose *.pt files are extra mappers
+        mapper_repo: str | None = None,  # Hub repo whose *.pt files are extra mappers
+        mapper_repo_type: str = "model",  # 'model', 'space' or 'dataset'
+        mapper_repo_revision: str | None = None,  # branch, tag or commit of `mapper_repo`
+        mapper_subfolder: str | None = None,  # only mappers under this folder of `mapper_repo`
+        default_mappers: bool = True,  # offer the ten hairstyle mappers of the registry
+        cache_dir: str | Path | None = None,  # Hub cache folder; None is huggingface_hub's default
+        progress: bool = True,  # show download progress
+        device: torch.device | str = "cpu",  # where loaded mappers run
+    ) -> EditLibrary:
+        """The real edits: InterfaceGAN + GANSpace from the registry (or `directions_dir`), mappers from catalogues.
+
+        Mappers from `mapper_dir` / `mapper_repo` replace default ones of the same name.
+        """
+        def source(registry_key: str, filename: str) -> WeightSource:
+            if directions_dir is None:
+                return WeightSource(registry_key=registry_key)
+            return WeightSource(local_path=Path(directions_dir) / filename)
+
+        def fetch(weight_source: WeightSource) -> Path:
+            return weight_source.fetch(cache_dir=cache_dir, progress=progress)
+
+        options: list[EditOption] = []
+        loaders: dict[str, Callable[[], object]] = {}
+        for spec in INTERFACEGAN_DIRECTIONS:
+            options.append(_direction_option(spec.name))
+            direction_source = source(spec.registry_key, spec.filename)
+            loaders[f"interfacegan:{spec.name}"] = lambda s=direction_source: interfacegan.load_direction(fetch(s))
+        options.extend(_ganspace_options({}))
+        pca_source = source(ganspace.REGISTRY_KEY, ganspace.FILENAME)
+        loaders[_PCA_RESOURCE] = lambda: ganspace.load_pca(fetch(pca_source))
+        mappers: dict[str, MapperEntry] = {}
+        catalogues = [default_mapper_catalogue() if default_mappers else ()]
+        if mapper_dir is not None:
+            catalogues.append(folder_mapper_catalogue(mapper_dir))
+        if mapper_repo is not None:
+            catalogues.append(hub_mapper_catalogue(mapper_repo, repo_type=mapper_repo_type,
+                                                   revision=mapper_repo_revision, subfolder=mapper_subfolder))
+        for entry in (entry for catalogue in catalogues for entry in catalogue):
+            mappers[entry.name] = entry
+        for entry in mappers.values():
+            options.append(_mapper_option(entry.name, entry.label))
+            loaders[f"styleclip:{entry.name}"] = lambda e=entry: styleclip.load_mapper(fetch(e.source), device=device)
+        return cls(options, loaders)
+
+    @classmethod
+    def from_tensors(
+        cls,
+        *,
+        directions: Mapping[str, torch.Tensor] | None = None,  # InterfaceGAN name ('age', 'smile', 'pose') -> [D]
+        pca: GanspacePCA | None = None,  # enables the three GANSpace edits
+        mappers: Mapping[str, LevelsMapper] | None = None,  # mapper name -> mapper
+        labels: Mapping[str, str] | None = None,  # `kind:name` -> display label (default: the usual labels)
+        num_ws: int | None = None,  # if given, codes must have this many W+ layers
+        description: str = "",
+    ) -> EditLibrary:
+        """A library over tensors already in memory (tests, demo edits); validated like loaded files."""
+        labels = labels or {}
+        options: list[EditOption] = []
+        loaders: dict[str, Callable[[], object]] = {}
+        for name, tensor in (directions or {}).items():
+            options.append(_direction_option(name, labels.get(f"interfacegan:{name}")))
+            direction = interfacegan.validate_direction(tensor, source=f"direction {name!r}")
+            loaders[f"interfacegan:{name}"] = lambda d=direction: d
+        if pca is not None:
+            checked = ganspace.validate_pca(pca.mean, pca.comp, pca.std)
+            options.extend(_ganspace_options(labels))
+            loaders[_PCA_RESOURCE] = lambda: checked
+        for name, mapper in (mappers or {}).items():
+            if not isinstance(mapper, LevelsMapper):
+                raise TypeError(f"mapper {name!r} should be a LevelsMapper, got {type(mapper).__name__}")
+            options.append(_mapper_option(name, labels.get(f"styleclip:{name}", mapper_label(name))))
+            loaders[f"styleclip:{name}"] = lambda m=mapper: m
+        return cls(options, loaders, num_ws=num_ws, description=description)
+
+    def options(self, kind: str | None = None) -> tuple[EditOption, ...]:
+        """Every edit on offer (of one kind if given), in display order."""
+        return tuple(option for option in self._options.values() if kind is None or option.kind == kind)
+
+    def option(self, kind: str, name: str) -> EditOption:
+        """The option of one edit; unknown kind or name -> UnknownEditError listing what exists."""
+        if kind not in KINDS:
+            raise UnknownEditError(f"unknown edit kind {kind!r}; expected one of {', '.join(KINDS)}")
+        option = self._options.get(f"{kind}:{name}")
+        if option is None:
+            known = ", ".join(o.name for o in self.options(kind)) or "none in this library"
+            raise UnknownEditError(f"unknown {kind} edit {name!r}; available: {known}")
+        return option
+
+    def validate(self, edit: Edit) -> EditOption:
+        """Check that the edit exists here and its strength is within the option's range."""
+        option = self.option(edit.kind, edit.name)
+        if not (math.isfinite(edit.strength) and option.min <= edit.strength <= option.max):
+            raise EditStrengthError(f"{edit.kind} edit {edit.name!r}: strength {edit.strength:g} is outside "
+                                    f"the allowed range [{option.min:g}, {option.max:g}]")
+        return option
+
+    def direction(self, name: str) -> torch.Tensor:
+        """The InterfaceGAN direction [D] (loaded on first use)."""
+        self.option("interfacegan", name)
+        return self._load(f"interfacegan:{name}")
+
+    def pca(self) -> GanspacePCA:
+        """The GANSpace PCA (loaded on first use)."""
+        if not self.options("ganspace"):
+            raise UnknownEditError("this library has no GANSpace edits")
+        return self._load(_PCA_RESOURCE)
+
+    def mapper(self, name: str) -> LevelsMapper:
+        """The StyleCLIP mapper `name` (loaded on first use)."""
+        self.option("styleclip", name)
+        return self._load(f"styleclip:{name}")
+
+    def ganspace_coordinate(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """Current coordinate (N,) of W+ codes for GANSpace edit `name`: the strength at which it is the identity."""
+        self.option("ganspace", name)
+        return ganspace.component_coordinate(self._check_code(w), self.pca(), _GANSPACE_SPECS[name].component)
+
+    def apply(self, edit: Edit, w: torch.Tensor) -> torch.Tensor:
+        """Apply one edit to W+ codes (N, L, D) and return the edited codes (a new tensor)."""
+        self.validate(edit)
+        w = self._check_code(w)
+        if edit.kind == "interfacegan":
+            return interfacegan.apply_direction(w, self.direction(edit.name), edit.strength)
+        if edit.kind == "ganspace":
+            return ganspace.apply_ganspace(w, self.pca(), _GANSPACE_SPECS[edit.name], edit.strength)
+        return styleclip.apply_mapper(w, self.mapper(edit.name), edit.strength)
+
+    def _check_code(self, w: torch.Tensor) -> torch.Tensor:
+        """Refuse anything but a floating-point W+ code (N, L, D) with this library's layer count."""
+        if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.ndim != 3:
+            shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            raise LatentShapeError(f"edits need a floating-point W+ code of shape (N, L, D), got {shape}")
+        if self.num_ws is not None and w.shape[1] != self.num_ws:
+            raise LatentShapeError(f"this library's edits are for {self.num_ws} W+ layers; the code has {w.shape[1]}")
+        return w
+
+    def _load(self, resource: str) -> object:
+        """Load a resource once (thread-safe), then return the cached object."""
+        with self._lock:
+            if resource not in self._loaded:
+                self._loaded[resource] = self._loaders[resource]()
+            return self._loaded[resource]
+
+
+def demo_library(w_dim: int, num_ws: int, seed: int = 0) -> EditLibrary:
+    """Seeded RANDOM edits for a small generator (e.g. the 32-dim tiny model): same names as the real ones, no meaning."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = {}
+    for spec in INTERFACEGAN_DIRECTIONS:
+        direction = torch.randn(w_dim, generator=generator)
+        directions[spec.name] = direction / direction.norm()
+    num_components = max(spec.component for spec in GANSPACE_EDITS) + 1
+    comp = torch.randn(num_components, 1, w_dim, generator=generator)
+    pca = GanspacePCA(mean=torch.randn(1, w_dim, generator=generator) * 0.1,
+                      comp=comp / comp.norm(dim=2, keepdim=True),
+                      std=torch.rand(num_components, generator=generator) + 0.5)
+    mappers = {f"demo_{index}": styleclip.random_levels_mapper(w_dim, seed=seed * 1000 + index) for index in (1, 2)}
+    labels = {f"interfacegan:{spec.name}": f"{spec.label} (random demo direction)" for spec in INTERFACEGAN_DIRECTIONS}
+    labels.update({f"ganspace:{spec.name}": f"{spec.label} (random demo component)" for spec in GANSPACE_EDITS})
+    labels.update({f"styleclip:{name}": f"Random demo mapper {name[-1]}" for name in mappers})
+    description = (f"Random demo edits for a {w_dim}-dim generator with {num_ws} W+ layers (seed {seed}): "
+                   "seeded random directions, PCA and mappers under the real edit names; they carry no meaning.")
+    return EditLibrary.from_tensors(directions=directions, pca=pca, mappers=mappers, labels=labels, num_ws=num_ws,
+                                    description=description)
