@@ -8,14 +8,13 @@ equal to the current coordinate (`component_coordinate`), not 0.
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from editing_directions.errors import DirectionFileError, LatentShapeError
+from editing_directions.files import read_weights_only
 
 REGISTRY_KEY = "ganspace-ffhq-pca"  # key of `ffhq_pca.pt` in `pti.weights.REGISTRY`
 FILENAME = "ffhq_pca.pt"  # file name in the release (and in a local directions folder)
@@ -83,13 +82,7 @@ def validate_pca(mean: object, comp: object, std: object, *, source: str = "PCA"
 
 def load_pca(path: str | Path) -> GanspacePCA:
     """Load and validate `ffhq_pca.pt` (a dict with `mean`, `comp`, `std`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DirectionFileError(f"GANSpace PCA file not found: {path}")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise DirectionFileError(f"{path}: unreadable or corrupt PCA file ({error})") from None
+    content = read_weights_only(path, error=DirectionFileError, what="GANSpace PCA file")
     if not isinstance(content, dict) or not {"mean", "comp", "std"} <= set(content):
         raise DirectionFileError(f"{path}: expected a dict with 'mean', 'comp' and 'std'")
     return validate_pca(content["mean"], content["comp"], content["std"], source=str(path))

@@ -1,14 +1,13 @@
 """InterfaceGAN directions in W: age, smile and head pose (yaw) of StyleGAN2 FFHQ, applied as `w + factor * d`."""
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from editing_directions.errors import DirectionFileError, LatentShapeError
+from editing_directions.files import read_weights_only
 
 
 @dataclass(frozen=True)
@@ -34,13 +33,7 @@ INTERFACEGAN_DIRECTIONS = (
 
 def load_direction(path: str | Path) -> torch.Tensor:
     """Load and validate a direction file (float tensor [1, D] or [D], finite, nonzero) -> float32 tensor [D]."""
-    path = Path(path)
-    if not path.is_file():
-        raise DirectionFileError(f"direction file not found: {path}")
-    try:
-        direction = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise DirectionFileError(f"{path}: unreadable or corrupt direction file ({error})") from None
+    direction = read_weights_only(path, error=DirectionFileError, what="direction file")
     return validate_direction(direction, source=str(path))
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from editing_directions.errors import LatentShapeError, MapperFileError
+from editing_directions.files import read_weights_only
 
 DEFAULT_ALPHA = 0.1  # strength of the StyleCLIP release (PTI's script uses 0.06)
 ALPHA_MIN = 0.0  # slider range of the mapper strength
@@ -126,18 +125,14 @@ def apply_mapper(w: torch.Tensor, mapper: LevelsMapper, alpha: float) -> torch.T
 
 
 def _read_checkpoint(path: Path) -> object:
-    """`torch.load(weights_only=True)`; older files whose `opts` is an argparse.Namespace get that one class allowed."""
+    """weights_only loading; older files whose `opts` is an argparse.Namespace get that one class allowed."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "argparse.Namespace" not in str(error):
-            raise MapperFileError(f"{path}: not a mapper checkpoint loadable without unpickling code: {error}") from None
+        return read_weights_only(path, error=MapperFileError, what="mapper checkpoint")
+    except MapperFileError as refusal:
+        if "argparse.Namespace" not in str(refusal):
+            raise
     # A Namespace is rebuilt by setting plain attributes: allowing it executes nothing from the file.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise MapperFileError(f"{path}: not a mapper checkpoint loadable without unpickling code: {error}") from None
+    return read_weights_only(path, error=MapperFileError, what="mapper checkpoint", allowed_globals=[argparse.Namespace])
 
 
 def _options(checkpoint: dict, mapper_state: dict[str, torch.Tensor], path: Path) -> dict[str, bool]:
@@ -158,12 +153,7 @@ def _options(checkpoint: dict, mapper_state: dict[str, torch.Tensor], path: Path
 def load_mapper(path: str | Path, *, device: torch.device | str = "cpu") -> LevelsMapper:
     """Load a StyleCLIP LevelsMapper checkpoint (float32, eval, no grad); the `decoder.*` weights are ignored."""
     path = Path(path)
-    if not path.is_file():
-        raise MapperFileError(f"mapper file not found: {path}")
-    try:
-        checkpoint = _read_checkpoint(path)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise MapperFileError(f"{path}: unreadable or corrupt checkpoint ({error})") from None
+    checkpoint = _read_checkpoint(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise MapperFileError(f"{path}: expected a dict with a 'state_dict' entry (a StyleCLIP mapper checkpoint)")
     mapper_state = {key[len(STATE_PREFIX):]: value for key, value in checkpoint["state_dict"].items()
