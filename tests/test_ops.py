@@ -1,0 +1,278 @@
+"""Tests of pti.ops: the reference ops against independent formulas (CPU), the CUDA kernels against the reference (GPU)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pti.ops import bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from pti.ops import cuda_plugin
+from pti.ops.cuda_plugin import OpsImplError, load_cuda_extension, select_impl
+from pti.ops.upfirdn2d import transposed_upfirdn2d_args
+
+
+def explicit_upfirdn2d(x, f2d, up, down, pad, gain=1.0, flip_filter=False):
+    """Independent upfirdn2d: zero insertion by index assignment, explicit pad/crop, filter taps summed in a loop."""
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
+    n, c, h, w = x.shape
+    z = x.new_zeros([n, c, h * upy, w * upx])
+    z[:, :, ::upy, ::upx] = x
+    big = z.new_zeros([n, c, h * upy + max(py0, 0) + max(py1, 0), w * upx + max(px0, 0) + max(px1, 0)])
+    big[:, :, max(py0, 0) : max(py0, 0) + h * upy, max(px0, 0) : max(px0, 0) + w * upx] = z
+    big = big[:, :, max(-py0, 0) : big.shape[2] - max(-py1, 0), max(-px0, 0) : big.shape[3] - max(-px1, 0)]
+    fh, fw = f2d.shape
+    kernel = f2d if flip_filter else f2d.flip([0, 1])  # convolution = correlation with the flipped filter
+    out_h, out_w = big.shape[2] - fh + 1, big.shape[3] - fw + 1
+    out = x.new_zeros([n, c, out_h, out_w])
+    for ky in range(fh):
+        for kx in range(fw):
+            out += kernel[ky, kx] * big[:, :, ky : ky + out_h, kx : kx + out_w]
+    return out[:, :, ::downy, ::downx] * gain
+
+
+UPFIRDN_CASES = [
+    # (up, down, padding, filter, flip_filter, gain)
+    ((1, 1), (1, 1), (0, 0, 0, 0), [1, 3, 3, 1], False, 1.0),
+    ((2, 2), (1, 1), (2, 1, 2, 1), [1, 3, 3, 1], False, 4.0),
+    ((1, 1), (2, 2), (1, 1, 1, 1), [1, 3, 3, 1], True, 1.0),
+    ((3, 2), (1, 2), (1, -1, 2, 0), [1, 2, 3, 4, 5], False, 0.5),
+    ((2, 1), (2, 1), (-2, 3, 0, 1), [[1, 2, 0], [0, -1, 3]], True, 2.0),
+    ((1, 2), (3, 1), (3, 0, -1, 2), [1, 4, 6, 4, 1, 2, 5, 7], False, 1.5),  # 8 taps: separable
+]
+
+
+@pytest.mark.parametrize("up, down, padding, taps, flip_filter, gain", UPFIRDN_CASES)
+def test_upfirdn2d_ref_matches_explicit_formula(up, down, padding, taps, flip_filter, gain):
+    torch.manual_seed(0)
+    x = torch.randn([2, 3, 7, 9], dtype=torch.float64)
+    f = setup_filter(taps, normalize=False)
+    f2d = torch.outer(f, f) if f.ndim == 1 else f
+    y = upfirdn2d(x.float(), f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl="ref")
+    expected = explicit_upfirdn2d(x, f2d.double(), up, down, padding, gain=gain, flip_filter=flip_filter)
+    assert y.shape == expected.shape
+    torch.testing.assert_close(y.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("up, down, padding, taps, flip_filter, gain", UPFIRDN_CASES)
+def test_transposed_upfirdn2d_is_the_gradient(up, down, padding, taps, flip_filter, gain):
+    """The transposed op the CUDA backward uses equals autograd's gradient of the reference op."""
+    torch.manual_seed(1)
+    f = setup_filter(taps, normalize=False)
+    x = torch.randn([1, 2, 6, 5], requires_grad=True)
+    y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl="ref")
+    dy = torch.randn_like(y)
+    (grad_autograd,) = torch.autograd.grad(y, x, dy)
+    t_up, t_down, t_pad = transposed_upfirdn2d_args(x.shape, y.shape, f, up, down, padding)
+    grad_transposed = upfirdn2d(dy, f, up=t_up, down=t_down, padding=t_pad, flip_filter=not flip_filter, gain=gain,
+                                impl="ref")
+    torch.testing.assert_close(grad_transposed, grad_autograd, atol=1e-5, rtol=1e-5)
+
+
+def test_setup_filter():
+    f = setup_filter([1, 3, 3, 1])
+    torch.testing.assert_close(f, torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64)
+    assert setup_filter([1] * 8).shape == (8,)  # 8 taps or more: kept separable
+    torch.testing.assert_close(setup_filter([1, 2], gain=4).sum(), torch.tensor(4.0))
+    torch.testing.assert_close(setup_filter([1, 2], flip_filter=True), setup_filter([2, 1]))
+    torch.testing.assert_close(setup_filter([2.0, 6.0], normalize=False), torch.tensor([[4.0, 12], [12, 36]]))
+    with pytest.raises(ValueError, match="filter"):
+        setup_filter(torch.ones([2, 2, 2]))
+
+
+def test_resampling_helpers_sizes_and_constants():
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.full([1, 2, 8, 8], 3.0)
+    up = upsample2d(x, f)
+    assert up.shape == (1, 2, 16, 16)
+    torch.testing.assert_close(up[:, :, 2:-2, 2:-2], torch.full_like(up[:, :, 2:-2, 2:-2], 3.0))  # DC gain 1
+    same = filter2d(x, f)
+    assert same.shape == x.shape
+    torch.testing.assert_close(same[:, :, 2:-2, 2:-2], torch.full_like(same[:, :, 2:-2, 2:-2], 3.0))
+    down = downsample2d(x, f)
+    assert down.shape == (1, 2, 4, 4)
+    torch.testing.assert_close(down[:, :, 1:-1, 1:-1], torch.full_like(down[:, :, 1:-1, 1:-1], 3.0))
+
+
+def test_upsample2d_matches_explicit_formula():
+    torch.manual_seed(2)
+    x = torch.randn([1, 3, 5, 6])
+    f = setup_filter([1, 3, 3, 1])
+    expected = explicit_upfirdn2d(x.double(), f.double(), (2, 2), (1, 1), (2, 1, 2, 1), gain=4.0)
+    torch.testing.assert_close(upsample2d(x, f).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_upfirdn2d_rejects_bad_arguments():
+    x = torch.zeros([1, 1, 4, 4])
+    f = setup_filter([1, 3, 3, 1])
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        upfirdn2d(torch.zeros([4, 4]), f)
+    with pytest.raises(ValueError, match="up must be"):
+        upfirdn2d(x, f, up=0)
+    with pytest.raises(ValueError, match="padding"):
+        upfirdn2d(x, f, padding=(1, 2, 3))
+    with pytest.raises(ValueError, match="empty"):
+        upfirdn2d(x, f, padding=-3)
+
+
+def explicit_bias_act(x, b, dim, act, alpha, gain, clamp):
+    """Independent formula for bias_act, elementwise with torch.where."""
+    shape = [1] * x.ndim
+    shape[dim] = -1
+    v = x + b.reshape(shape)
+    if act == "relu":
+        v = torch.where(v > 0, v, torch.zeros_like(v))
+    elif act == "lrelu":
+        v = torch.where(v > 0, v, v * alpha)
+    v = v * gain
+    if clamp is not None:
+        v = torch.minimum(torch.maximum(v, torch.full_like(v, -clamp)), torch.full_like(v, clamp))
+    return v
+
+
+@pytest.mark.parametrize("act, alpha, gain, clamp, dim", [
+    ("linear", None, None, None, 1),
+    ("relu", None, None, 0.5, 1),
+    ("lrelu", None, None, 1.0, 1),
+    ("lrelu", 0.1, 0.7, None, 2),
+    ("lrelu", None, 3.0, 0.25, 0),
+])
+def test_bias_act_ref_matches_formula(act, alpha, gain, clamp, dim):
+    torch.manual_seed(3)
+    x = torch.randn([4, 5, 6])
+    b = torch.randn([x.shape[dim]])
+    defaults = {"linear": (0.0, 1.0), "relu": (0.0, 2**0.5), "lrelu": (0.2, 2**0.5)}[act]
+    expected = explicit_bias_act(x, b, dim, act, defaults[0] if alpha is None else alpha,
+                                 defaults[1] if gain is None else gain, clamp)
+    y = bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="ref")
+    torch.testing.assert_close(y, expected)
+
+
+def test_bias_act_without_bias_and_errors():
+    x = torch.randn([2, 3])
+    torch.testing.assert_close(bias_act(x, act="lrelu"), F.leaky_relu(x, 0.2) * 2**0.5)
+    with pytest.raises(OpsImplError, match="unknown activation 'gelu'"):
+        bias_act(x, act="gelu")
+    with pytest.raises(ValueError, match="does not match"):
+        bias_act(x, torch.zeros([4]))
+    with pytest.raises(OpsImplError, match="impl must be"):
+        bias_act(x, impl="triton")
+    with pytest.raises(OpsImplError, match="needs a CUDA tensor"):
+        bias_act(x, impl="cuda")
+
+
+def test_env_var_forces_reference(monkeypatch):
+    x = torch.zeros([1])
+    monkeypatch.setenv(cuda_plugin.IMPL_ENV_VAR, "ref")
+    assert select_impl("cuda", x) == "ref"
+    assert select_impl("auto", x) == "ref"
+    monkeypatch.delenv(cuda_plugin.IMPL_ENV_VAR)
+    assert select_impl("auto", x) == "ref"  # a CPU tensor never uses the plugin
+
+
+def test_failed_build_warns_once_and_returns_none(monkeypatch):
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def failing_load(**kwargs):
+        calls.append(kwargs["name"])
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(cpp_extension, "load", failing_load)
+    load_cuda_extension.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert load_cuda_extension() is None
+            assert load_cuda_extension() is None
+        assert len(calls) == 1
+        assert len([w for w in caught if "falling back" in str(w.message)]) == 1
+    finally:
+        load_cuda_extension.cache_clear()
+
+
+def test_import_builds_nothing():
+    code = (
+        "import pti.ops, pti.networks\n"
+        "from pti.ops.cuda_plugin import load_cuda_extension\n"
+        "assert load_cuda_extension.cache_info().misses == 0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------- CUDA kernels against the reference (GPU only)
+
+
+@pytest.fixture()
+def cuda_ops(monkeypatch):
+    """The CUDA plugin, built (or loaded from the cache); fails the test if it cannot be built."""
+    monkeypatch.delenv(cuda_plugin.IMPL_ENV_VAR, raising=False)
+    plugin = load_cuda_extension()
+    assert plugin is not None, "the CUDA ops plugin did not build"
+    return plugin
+
+
+def _tolerance(dtype):
+    """Comparison tolerance of CUDA vs reference results in `dtype`."""
+    return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 1e-2}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("act, alpha, gain, clamp, dim, with_bias", [
+    ("linear", None, None, None, 1, True),
+    ("linear", None, None, 0.3, 1, False),
+    ("relu", None, None, None, 1, True),
+    ("lrelu", None, None, 1.0, 1, True),
+    ("lrelu", 0.1, 0.7, None, 3, True),
+    ("lrelu", None, 2.0, 0.5, 0, True),
+])
+def test_bias_act_cuda_matches_ref(cuda_ops, dtype, act, alpha, gain, clamp, dim, with_bias):
+    torch.manual_seed(4)
+    x = torch.randn([3, 17, 9, 11], device="cuda", dtype=dtype)
+    b = torch.randn([x.shape[dim]], device="cuda", dtype=dtype) if with_bias else None
+    results = {}
+    for impl in ("ref", "cuda"):
+        xi = x.clone().requires_grad_(True)
+        bi = b.clone().requires_grad_(True) if b is not None else None
+        y = bias_act(xi, bi, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
+        dy = torch.randn(y.shape, generator=torch.Generator("cuda").manual_seed(5), device="cuda", dtype=dtype)
+        inputs = [xi] + ([bi] if bi is not None else [])
+        results[impl] = (y, *torch.autograd.grad(y, inputs, dy))
+    for ref, cuda in zip(results["ref"], results["cuda"]):
+        assert ref.shape == cuda.shape and ref.dtype == cuda.dtype
+        torch.testing.assert_close(cuda.float(), ref.float(), **_tolerance(dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("up, down, padding, taps, flip_filter, gain", UPFIRDN_CASES)
+def test_upfirdn2d_cuda_matches_ref(cuda_ops, dtype, up, down, padding, taps, flip_filter, gain):
+    torch.manual_seed(6)
+    f = setup_filter(taps, normalize=True, device="cuda")
+    x = torch.randn([2, 5, 13, 10], device="cuda", dtype=dtype)
+    results = {}
+    for impl in ("ref", "cuda"):
+        xi = x.clone().requires_grad_(True)
+        y = upfirdn2d(xi, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl=impl)
+        dy = torch.randn(y.shape, generator=torch.Generator("cuda").manual_seed(7), device="cuda", dtype=dtype)
+        results[impl] = (y, *torch.autograd.grad(y, xi, dy))
+    for ref, cuda in zip(results["ref"], results["cuda"]):
+        assert ref.shape == cuda.shape and ref.dtype == cuda.dtype
+        torch.testing.assert_close(cuda, ref, **_tolerance(dtype))
+
+
+@pytest.mark.gpu
+def test_upfirdn2d_cuda_channels_last_input(cuda_ops):
+    f = setup_filter([1, 3, 3, 1], device="cuda")
+    x = torch.randn([2, 8, 16, 16], device="cuda").to(memory_format=torch.channels_last)
+    torch.testing.assert_close(upsample2d(x, f, impl="cuda"), upsample2d(x, f, impl="ref"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_auto_picks_cuda_on_cuda_tensors(cuda_ops):
+    assert select_impl("auto", torch.zeros([1], device="cuda")) == "cuda"
