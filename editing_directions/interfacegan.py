@@ -44,7 +44,8 @@ def validate_direction(direction: object, *, source: str = "direction") -> torch
     if not direction.is_floating_point():
         raise DirectionFileError(f"{source}: expected a floating-point tensor, found dtype {direction.dtype}")
     if not (direction.ndim == 1 or (direction.ndim == 2 and direction.shape[0] == 1)) or direction.numel() == 0:
-        raise DirectionFileError(f"{source}: expected a direction of shape [1, D] or [D], found {tuple(direction.shape)}")
+        raise DirectionFileError(
+            f"{source}: expected a direction of shape [1, D] or [D], found {tuple(direction.shape)}")
     if not torch.isfinite(direction).all():
         raise DirectionFileError(f"{source}: the direction contains NaN or infinite values")
     if not direction.abs().sum() > 0:

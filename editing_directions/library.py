@@ -238,7 +238,7 @@ class EditLibrary:
 
 
 def demo_library(w_dim: int, num_ws: int, seed: int = 0) -> EditLibrary:
-    """Seeded RANDOM edits for a small generator (e.g. the 32-dim tiny model): same names as the real ones, no meaning."""
+    """Seeded RANDOM edits sized for a small generator (e.g. the tiny model): the real edit names, no meaning."""
     generator = torch.Generator().manual_seed(seed)
     directions = {}
     for spec in INTERFACEGAN_DIRECTIONS:

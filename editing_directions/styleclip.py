@@ -132,7 +132,8 @@ def _read_checkpoint(path: Path) -> object:
         if "argparse.Namespace" not in str(refusal):
             raise
     # A Namespace is rebuilt by setting plain attributes: allowing it executes nothing from the file.
-    return read_weights_only(path, error=MapperFileError, what="mapper checkpoint", allowed_globals=[argparse.Namespace])
+    return read_weights_only(path, error=MapperFileError, what="mapper checkpoint",
+                             allowed_globals=[argparse.Namespace])
 
 
 def _options(checkpoint: dict, mapper_state: dict[str, torch.Tensor], path: Path) -> dict[str, bool]:
@@ -161,7 +162,8 @@ def load_mapper(path: str | Path, *, device: torch.device | str = "cpu") -> Leve
     if not mapper_state:
         raise MapperFileError(f"{path}: the state dict has no '{STATE_PREFIX}*' keys")
     switches = _options(checkpoint, mapper_state, path)
-    first_weight = next((value for key, value in sorted(mapper_state.items()) if key.endswith("mapping.1.weight")), None)
+    first_weight = next((value for key, value in sorted(mapper_state.items())
+                         if key.endswith("mapping.1.weight")), None)
     if not isinstance(first_weight, torch.Tensor) or first_weight.ndim != 2:
         raise MapperFileError(f"{path}: no '<level>.mapping.1.weight' matrix to read the latent width from")
     mapper = LevelsMapper(latent_dim=first_weight.shape[1], **switches)
