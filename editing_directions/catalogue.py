@@ -1,63 +1,41 @@
-"""Where edit files come from (registry, local file, user Hub repo) and the catalogue of StyleCLIP mappers."""
+"""Where edit files come from (registry, user Hub repo, local file) and the catalogue of StyleCLIP mappers."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from editing_directions.errors import EditingError, MapperFileError
+from editing_directions.errors import MapperFileError
+from pti.weights import REGISTRY, WeightFile, WeightsError, resolve, resolve_file
 
 HAIRSTYLES = ("afro", "bob", "bowl", "buzz", "caesar", "crew", "pixie", "straight", "undercut", "wavy")
 MAPPER_SUFFIX = ".pt"
 _NAME_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-class WeightSourceError(EditingError, OSError):
-    """An edit file could not be fetched (missing local file, failed or refused Hub download)."""
-
-
 @dataclass(frozen=True)
 class WeightSource:
-    """Where one edit file comes from: exactly one of a registry key, a local file, or a file in a Hub repo."""
+    """Where one edit file comes from: a registry-style Hub file (sha256 checked when known) or a local file."""
 
-    registry_key: str | None = None  # key in `pti.weights.REGISTRY`: Hub download with sha256 check
-    local_path: Path | None = None  # a file on disk, used as is
-    repo_id: str | None = None  # a user-given Hub repo (no known sha256), with `filename` inside it
-    filename: str | None = None  # path of the file inside `repo_id`
-    repo_type: str = "model"  # 'model', 'space' or 'dataset'
-    revision: str | None = None  # branch, tag or commit of `repo_id`; None is the default branch
+    weight_file: WeightFile | None = None  # fetched through `pti.weights.resolve` (Hub cache / download)
+    local_path: Path | None = None  # a file on disk, used as is (no checksum: the user's own file)
 
     def __post_init__(self):
-        given = [self.registry_key is not None, self.local_path is not None, self.repo_id is not None]
-        if sum(given) != 1 or (self.repo_id is not None) != (self.filename is not None):
-            raise ValueError("a WeightSource needs exactly one of registry_key, local_path, or repo_id with filename")
+        if (self.weight_file is None) == (self.local_path is None):
+            raise ValueError("a WeightSource needs exactly one of weight_file and local_path")
 
     def describe(self) -> str:
-        """A short human-readable origin, e.g. `registry:interfacegan-age` or `hub:user/repo/afro.pt`."""
-        if self.registry_key is not None:
-            return f"registry:{self.registry_key}"
-        if self.local_path is not None:
-            return str(self.local_path)
-        return f"hub:{self.repo_id}/{self.filename}"
+        """A short human-readable origin, e.g. `hub:DragGan/DragGan-Inversion/PTI/.../age.pt` or a path."""
+        if self.weight_file is not None:
+            return f"hub:{self.weight_file.repo_id}/{self.weight_file.filename}"
+        return str(self.local_path)
 
     def fetch(self, *, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-        """Local path of the file, downloading it (into the Hub cache) if needed."""
-        if self.local_path is not None:
-            if not Path(self.local_path).is_file():
-                raise WeightSourceError(f"file not found: {self.local_path}")
-            return Path(self.local_path)
-        if self.registry_key is not None:
-            from pti.weights import resolve
-
-            return Path(resolve(self.registry_key, cache_dir=cache_dir, progress=progress))
-        from huggingface_hub import errors as hub_errors
-        from huggingface_hub import hf_hub_download
-
-        try:
-            return Path(hf_hub_download(repo_id=self.repo_id, filename=self.filename, repo_type=self.repo_type,
-                                        revision=self.revision, cache_dir=cache_dir))
-        except (hub_errors.HfHubHTTPError, hub_errors.EntryNotFoundError, OSError, ValueError) as error:
-            raise WeightSourceError(f"could not download {self.describe()}: {error}") from None
+        """Local path of the file, downloading it into the Hub cache if needed (`pti.weights.WeightsError` if not)."""
+        if self.weight_file is not None:
+            return resolve(self.weight_file, cache_dir=cache_dir, progress=progress)
+        return resolve_file(self.local_path)
 
 
 @dataclass(frozen=True)
@@ -83,10 +61,11 @@ def mapper_label(stem: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def default_mapper_catalogue() -> tuple[MapperEntry, ...]:
+def default_mapper_catalogue(registry: Mapping[str, WeightFile] = REGISTRY) -> tuple[MapperEntry, ...]:
     """The ten hairstyle mappers of the registry (`styleclip-<style>-hairstyle`), e.g. `afro` -> "Afro hairstyle"."""
     return tuple(
-        MapperEntry(style, f"{style.capitalize()} hairstyle", WeightSource(registry_key=f"styleclip-{style}-hairstyle"))
+        MapperEntry(style, f"{style.capitalize()} hairstyle",
+                    WeightSource(weight_file=registry[f"styleclip-{style}-hairstyle"]))
         for style in HAIRSTYLES)
 
 
@@ -114,14 +93,17 @@ def hub_mapper_catalogue(
     try:
         files = list_repo_files(repo_id, repo_type=repo_type, revision=revision)
     except (hub_errors.HfHubHTTPError, OSError, ValueError) as error:
-        raise WeightSourceError(f"could not list the files of Hub repo {repo_id!r}: {error}") from None
+        raise WeightsError(f"could not list the files of the Hub {repo_type} repo {repo_id!r}: {error}") from None
     prefix = subfolder.strip("/") + "/" if subfolder else ""
     chosen = sorted(name for name in files if name.startswith(prefix) and name.endswith(MAPPER_SUFFIX))
-    entries = tuple(
-        MapperEntry(mapper_name(Path(name).stem), mapper_label(Path(name).stem),
-                    WeightSource(repo_id=repo_id, filename=name, repo_type=repo_type, revision=revision))
-        for name in chosen)
-    return _unique(entries, f"Hub repo {repo_id}")
+    entries = []
+    for filename in chosen:
+        stem = Path(filename).stem
+        weight_file = WeightFile(
+            f"styleclip-user-{mapper_name(stem)}", repo_id, filename, repo_type, revision or "main",
+            licence=f"as stated by the Hub repo {repo_id}", description=f"user-given StyleCLIP mapper {stem}")
+        entries.append(MapperEntry(mapper_name(stem), mapper_label(stem), WeightSource(weight_file=weight_file)))
+    return _unique(tuple(entries), f"Hub repo {repo_id}")
 
 
 def _unique(entries: tuple[MapperEntry, ...], where: str) -> tuple[MapperEntry, ...]:

@@ -17,6 +17,7 @@ from editing_directions.errors import EditStrengthError, LatentShapeError, Unkno
 from editing_directions.ganspace import GANSPACE_EDITS, GanspacePCA
 from editing_directions.interfacegan import INTERFACEGAN_DIRECTIONS
 from editing_directions.styleclip import LevelsMapper
+from pti.weights import REGISTRY, WeightFile
 
 _DIRECTION_SPECS = {spec.name: spec for spec in INTERFACEGAN_DIRECTIONS}
 _GANSPACE_SPECS = {spec.name: spec for spec in GANSPACE_EDITS}
@@ -101,14 +102,19 @@ class EditLibrary:
         cache_dir: str | Path | None = None,  # Hub cache folder; None is huggingface_hub's default
         progress: bool = True,  # show download progress
         device: torch.device | str = "cpu",  # where loaded mappers run
+        registry: Mapping[str, WeightFile] | None = None,  # default `pti.weights.REGISTRY` (tests pass their own)
     ) -> EditLibrary:
         """The real edits: InterfaceGAN + GANSpace from the registry (or `directions_dir`), mappers from catalogues.
 
-        Mappers from `mapper_dir` / `mapper_repo` replace default ones of the same name.
+        Nothing is fetched here: each file is fetched (sha256-checked) and loaded when an edit first needs it.
+        Files in `directions_dir` and `mapper_dir` are the user's own and used as they are. Mappers from
+        `mapper_dir` / `mapper_repo` replace default ones of the same name.
         """
+        registry = REGISTRY if registry is None else registry
+
         def source(registry_key: str, filename: str) -> WeightSource:
             if directions_dir is None:
-                return WeightSource(registry_key=registry_key)
+                return WeightSource(weight_file=registry[registry_key])
             return WeightSource(local_path=Path(directions_dir) / filename)
 
         def fetch(weight_source: WeightSource) -> Path:
@@ -124,7 +130,7 @@ class EditLibrary:
         pca_source = source(ganspace.REGISTRY_KEY, ganspace.FILENAME)
         loaders[_PCA_RESOURCE] = lambda: ganspace.load_pca(fetch(pca_source))
         mappers: dict[str, MapperEntry] = {}
-        catalogues = [default_mapper_catalogue() if default_mappers else ()]
+        catalogues = [default_mapper_catalogue(registry) if default_mappers else ()]
         if mapper_dir is not None:
             catalogues.append(folder_mapper_catalogue(mapper_dir))
         if mapper_repo is not None:

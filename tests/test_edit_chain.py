@@ -1,16 +1,19 @@
 """The edit chain on the tiny generator: by-hand equality, order, identity, errors, JSON replay, batched rendering."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from editing_directions import Edit, EditChain, demo_library
+from editing_directions import Edit, EditChain, EditLibrary, demo_library
 from editing_directions.chain import as_wplus
 from editing_directions.errors import EditStrengthError, EditSyntaxError, LatentShapeError, UnknownEditError
 from editing_directions.ganspace import GANSPACE_EDITS
+from editing_directions.styleclip import random_levels_mapper
 
 
 @pytest.fixture()
@@ -209,3 +212,139 @@ def test_demo_library_is_labelled_random_and_checks_codes(library):
     again = demo_library(32, 8, seed=0)
     assert torch.equal(again.direction("smile"), library.direction("smile"))
     assert not torch.equal(demo_library(32, 8, seed=1).direction("smile"), library.direction("smile"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The library over real file layouts: a pre-filled Hub cache, local folders, lazy loading
+
+
+INVERSION_SPACE = "spaces--DragGan--DragGan-Inversion"  # WEIGHTS.md: DragGan/DragGan-Inversion, a Space
+MAPPER_SPACE = "spaces--ethanNeuralImage--inversion_testing"
+CACHED_COMMIT = "c0ffee" * 6 + "c0ff"
+DIRECTION_PATHS = {"age": "PTI/editings/interfacegan_directions/age.pt",
+                   "smile": "PTI/editings/interfacegan_directions/smile.pt",
+                   "rotation": "PTI/editings/interfacegan_directions/rotation.pt"}
+PCA_PATH = "PTI/editings/ganspace_pca/ffhq_pca.pt"
+AFRO_PATH = "pretrained_models/styleCLIP_mappers/afro_hairstyle.pt"
+
+
+def put_in_hub_cache(cache, repo_folder: str, path: str, value: object):
+    """torch.save `value` where huggingface_hub keeps `path` of a repo at CACHED_COMMIT (refs/main points there)."""
+    (cache / repo_folder / "refs").mkdir(parents=True, exist_ok=True)
+    (cache / repo_folder / "refs" / "main").write_text(CACHED_COMMIT)
+    target = cache / repo_folder / "snapshots" / CACHED_COMMIT / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(value, target)
+    return hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """An offline Hub cache holding 32-dim fakes at the released paths, and a registry with their sha256."""
+    from huggingface_hub import constants as hf_constants
+
+    from pti.weights import REGISTRY
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "pti-cache"))
+    monkeypatch.delenv("PTI_WEIGHTS_DIR", raising=False)
+    cache = tmp_path / "hf"
+    g = torch.Generator().manual_seed(5)
+    values = {name: torch.randn(1, 32, generator=g) for name in DIRECTION_PATHS}
+    comp = torch.randn(80, 1, 32, generator=g)
+    values["pca"] = {"mean": torch.randn(1, 32, generator=g), "comp": comp / comp.norm(dim=2, keepdim=True),
+                     "std": torch.rand(80, generator=g) + 0.5}
+    afro = random_levels_mapper(32, seed=6, no_fine_mapper=True)
+    values["afro"] = afro
+    sha = {name: put_in_hub_cache(cache, INVERSION_SPACE, path, values[name]) for name, path in DIRECTION_PATHS.items()}
+    sha["pca"] = put_in_hub_cache(cache, INVERSION_SPACE, PCA_PATH, values["pca"])
+    sha["afro"] = put_in_hub_cache(cache, MAPPER_SPACE, AFRO_PATH, {
+        "state_dict": {f"mapper.{k}": v for k, v in afro.state_dict().items()} | {"decoder.w": torch.zeros(4)},
+        "opts": {"no_fine_mapper": True}})
+    keys = {"age": "interfacegan-age", "smile": "interfacegan-smile", "rotation": "interfacegan-rotation",
+            "pca": "ganspace-ffhq-pca", "afro": "styleclip-afro-hairstyle"}
+    registry = dict(REGISTRY) | {key: dataclasses.replace(REGISTRY[key], sha256=sha[name], size=None)
+                                 for name, key in keys.items()}
+    return {"cache": cache, "registry": registry, "values": values}
+
+
+def test_library_loads_every_kind_from_the_hub_cache_layout(hub_cache):
+    library = EditLibrary.from_registry(cache_dir=hub_cache["cache"], registry=hub_cache["registry"], progress=False)
+    values = hub_cache["values"]
+    assert torch.equal(library.direction("pose"), values["rotation"][0])  # pose is the rotation.pt file
+    assert torch.equal(library.direction("age"), values["age"][0])
+    assert torch.equal(library.pca().comp, values["pca"]["comp"])
+    w = torch.randn(1, 8, 32)
+    assert torch.allclose(library.mapper("afro")(w), values["afro"](w))
+    labels = {o.name: o.label for o in library.options("styleclip")}
+    assert labels["afro"] == "Afro hairstyle" and len(labels) == 10
+    chain = EditChain(library, [Edit.parse("smile=1"), Edit.parse("styleclip:afro=0.1"), Edit.parse("ganspace:smile=-6")])
+    assert len(chain.steps(w)) == 4
+
+
+def test_the_real_sha256_rejects_the_fake_files_and_each_file_loads_alone(hub_cache):
+    from pti.weights import WeightsError
+
+    real = EditLibrary.from_registry(cache_dir=hub_cache["cache"], progress=False)  # the real registry's sha256
+    with pytest.raises(WeightsError, match="interfacegan-age: .* rejected \\(not used\\)"):
+        real.direction("age")
+
+    (hub_cache["cache"] / INVERSION_SPACE / "snapshots" / CACHED_COMMIT / DIRECTION_PATHS["smile"]).unlink()
+    library = EditLibrary.from_registry(cache_dir=hub_cache["cache"], registry=hub_cache["registry"], progress=False)
+    assert library.direction("age").shape == (32,)  # fetched alone, though smile.pt is missing
+    with pytest.raises(WeightsError, match="HF_HUB_OFFLINE is set and the file is not in the cache"):
+        library.direction("smile")
+
+
+def test_local_folders_are_read_lazily_and_cached(tmp_path):
+    from pti.weights import WeightsError
+
+    directions, mappers = tmp_path / "directions", tmp_path / "mappers"
+    directions.mkdir()
+    mappers.mkdir()
+    torch.save(torch.randn(1, 32), directions / "age.pt")
+    for stem in ("purple_hair", "Curly Hair", "afro"):
+        state = random_levels_mapper(32, seed=len(stem)).state_dict()
+        torch.save({"state_dict": {f"mapper.{k}": v for k, v in state.items()}, "opts": {}}, mappers / f"{stem}.pt")
+    (mappers / "notes.txt").write_text("not a mapper")
+
+    library = EditLibrary.from_registry(directions_dir=directions, mapper_dir=mappers)
+    styleclip_options = {o.name: o.label for o in library.options("styleclip")}
+    assert styleclip_options["purple_hair"] == "Purple hair" and styleclip_options["curly_hair"] == "Curly Hair"
+    assert styleclip_options["bob"] == "Bob hairstyle"  # the default hairstyles stay on offer
+    assert styleclip_options["afro"] == "Afro"  # a folder mapper replaces the default of the same name
+    assert len(styleclip_options) == 12
+
+    age = library.direction("age")
+    (directions / "age.pt").unlink()
+    assert torch.equal(library.direction("age"), age)  # loaded once, then kept
+    with pytest.raises(WeightsError, match="file not found: .*smile.pt"):  # only now, on first use, is smile.pt looked for
+        library.direction("smile")
+    assert library.mapper("afro").latent_dim == 32  # from the folder, not the Hub
+
+
+def test_mappers_of_a_user_hub_repo_are_listed_then_fetched_on_use(hub_cache, monkeypatch):
+    import huggingface_hub
+
+    mapper = random_levels_mapper(32, seed=8)
+    put_in_hub_cache(hub_cache["cache"], "models--someone--mappers", "mappers/mohawk.pt",
+                     {"state_dict": {f"mapper.{k}": v for k, v in mapper.state_dict().items()}, "opts": {}})
+    listing = ["README.md", "mappers/mohawk.pt", "encoders/e4e.pt"]
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id, **kwargs: listing)
+
+    library = EditLibrary.from_registry(mapper_repo="someone/mappers", mapper_subfolder="mappers",
+                                        default_mappers=False, cache_dir=hub_cache["cache"], progress=False)
+    assert [(o.name, o.label) for o in library.options("styleclip")] == [("mohawk", "Mohawk")]
+    w = torch.randn(1, 8, 32)
+    assert torch.equal(library.mapper("mohawk")(w), mapper(w))
+
+
+@pytest.mark.gpu
+def test_render_on_cuda_matches_the_cpu(library, pivot, tiny_generator):
+    chain = EditChain(library, [Edit("interfacegan", "smile", 2.0), Edit("styleclip", "demo_1", 0.1),
+                                Edit("ganspace", "smile", -6.0)])
+    on_cpu = chain.render_tensor(tiny_generator, pivot, force_fp32=True)
+    G_cuda = tiny_generator.to("cuda")  # the fixture is a fresh copy per test
+    on_cuda = chain.render_tensor(G_cuda, pivot.to("cuda"), force_fp32=True)
+    assert on_cuda.device.type == "cuda"
+    assert torch.allclose(on_cuda.cpu(), on_cpu, atol=1e-3)
