@@ -46,6 +46,7 @@ class EditChain:
         return tuple(self._edits)
 
     def __len__(self) -> int:
+        """Number of edits."""
         return len(self._edits)
 
     def append(self, edit: Edit) -> None:

@@ -106,18 +106,21 @@ class EditLibrary:
     ) -> EditLibrary:
         """The real edits: InterfaceGAN + GANSpace from the registry (or `directions_dir`), mappers from catalogues.
 
-        Nothing is fetched here: each file is fetched (sha256-checked) and loaded when an edit first needs it.
+        Nothing is downloaded here (a `mapper_repo` is only listed): each file is fetched (sha256-checked where
+        the registry knows it) and loaded when an edit first needs it.
         Files in `directions_dir` and `mapper_dir` are the user's own and used as they are. Mappers from
         `mapper_dir` / `mapper_repo` replace default ones of the same name.
         """
         registry = REGISTRY if registry is None else registry
 
         def source(registry_key: str, filename: str) -> WeightSource:
+            """The registry's Hub file, or the same file name in `directions_dir`."""
             if directions_dir is None:
                 return WeightSource(weight_file=registry[registry_key])
             return WeightSource(local_path=Path(directions_dir) / filename)
 
         def fetch(weight_source: WeightSource) -> Path:
+            """Local path of a source, downloaded into `cache_dir` if needed."""
             return weight_source.fetch(cache_dir=cache_dir, progress=progress)
 
         options: list[EditOption] = []
