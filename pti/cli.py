@@ -6,7 +6,7 @@ import importlib
 from typing import Sequence
 
 # Sub-command modules; each defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("edit",)
 
 
 def build_parser() -> argparse.ArgumentParser:
