@@ -173,8 +173,8 @@ def _unpickle(file: BinaryIO, source: str) -> Any:
     file.seek(-len(start), io.SEEK_CUR)
     try:
         return _RestrictedUnpickler(file).load()
-    except SnapshotError:
-        raise
+    except SnapshotError as error:
+        raise type(error)(f"{source}: {error}") from None
     except Exception as error:  # anything else a malformed stream raises inside the unpickler
         raise SnapshotFormatError(
             f"{source} is not a readable StyleGAN2-ADA snapshot pickle (truncated or damaged): "
