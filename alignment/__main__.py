@@ -17,9 +17,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("photo", help="input photo (JPEG, PNG, WebP, BMP, TIFF or GIF)")
     parser.add_argument("-o", "--output", required=True, help="where to write the aligned face (e.g. out.png)")
-    parser.add_argument("--face", type=int, default=None, metavar="N", help="index of the face to align (0 = most confident; default)")
-    parser.add_argument("--size", type=int, default=DEFAULT_OUTPUT_SIZE, metavar="S", help="side of the aligned image in pixels (default 1024)")
-    parser.add_argument("--predictor", default=None, metavar="FILE", help="local shape_predictor_68_face_landmarks.dat (default: the weights registry)")
+    parser.add_argument(
+        "--face", type=int, default=None, metavar="N", help="which face to align (default 0: the most confident)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=DEFAULT_OUTPUT_SIZE, metavar="S", help="side of the aligned image in pixels (1024)"
+    )
+    parser.add_argument(
+        "--predictor", default=None, metavar="FILE",
+        help="a local shape_predictor_68_face_landmarks.dat (default: from the weights registry)",
+    )
     return parser
 
 

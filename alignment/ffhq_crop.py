@@ -28,7 +28,7 @@ MEDIAN_SAMPLE_PIXELS = 1 << 20
 
 
 def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
-    """The FFHQ crop quad (4, 2): corners that become the aligned image's top-left, bottom-left, bottom-right, top-right."""
+    """The FFHQ crop quad (4, 2): the corners that become the aligned top-left, bottom-left, bottom-right, top-right."""
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.shape != (68, 2):
         raise AlignmentError(f"expected 68 landmarks of shape (68, 2), got {landmarks.shape}")
@@ -69,7 +69,7 @@ def original_to_aligned(points: np.ndarray, quad: np.ndarray, output_size: int) 
 
 
 def render_aligned(image: Image.Image, quad: np.ndarray, output_size: int) -> Image.Image:
-    """Render the quad of an RGB image as an `output_size` square the FFHQ way (reflect padding where it leaves the image)."""
+    """Render the quad of an RGB image as an `output_size` square, the FFHQ way (reflect-padded where it leaves it)."""
     corners = np.asarray(quad, dtype=np.float64) + 0.5
     size = quad_size(quad)
     width, height = image.size
@@ -120,7 +120,7 @@ def render_aligned(image: Image.Image, quad: np.ndarray, output_size: int) -> Im
 
 
 def _pad_reflect_blended(image: Image.Image, pad: np.ndarray, blur_sigma: float) -> Image.Image:
-    """Reflect-pad (left, top, right, bottom) pixels; blend the padding towards a blur, then towards the median colour."""
+    """Reflect-pad by (left, top, right, bottom) pixels; blend the padding towards a blur, then the median colour."""
     left, top, right, bottom = (int(p) for p in pad)
     canvas = Image.fromarray(np.pad(np.asarray(image), ((top, bottom), (left, right), (0, 0)), mode="reflect"))
     width, height = canvas.size

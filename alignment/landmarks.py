@@ -53,8 +53,8 @@ def predict_landmarks(image: Image.Image, box: FaceBox, predictor: dlib.shape_pr
     else:
         crop = image.resize(size, Image.Resampling.BILINEAR, box=region, reducing_gap=2.0)
     factor = np.array([(right - left) / size[0], (bottom - top) / size[1]])
-    corners = (np.array([[rectangle.left(), rectangle.top()], [rectangle.right(), rectangle.bottom()]]) - [left, top]
-               + 0.5) / factor - 0.5
+    box_corners = np.array([[rectangle.left(), rectangle.top()], [rectangle.right(), rectangle.bottom()]])
+    corners = (box_corners - [left, top] + 0.5) / factor - 0.5
     (box_left, box_top), (box_right, box_bottom) = np.rint(corners).astype(int).tolist()
     shape = predictor(np.asarray(crop), dlib.rectangle(box_left, box_top, box_right, box_bottom))
     points = np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float64)

@@ -57,7 +57,7 @@ def paste_back(original: ImageSource, aligned_face: AlignedFace, edited: ImageSo
 
 
 def face_mask(aligned_face: AlignedFace) -> np.ndarray:
-    """The paste-back mask over the original photo: (height, width) float32, 1 on the face, 0 outside its feathered edge."""
+    """The paste-back mask over the original photo: (height, width) float32, 1 on the face, 0 past its feather."""
     width, height = aligned_face.original_size
     mask = np.zeros((height, width), dtype=np.float32)
     region = _quad_region(aligned_face.quad, (width, height))
