@@ -1,4 +1,4 @@
-"""Settings of PTI as frozen, validated dataclasses; the defaults are the paper's (Roich et al. 2021, sec. 3 and 4.5)."""
+"""Settings of PTI as frozen, validated dataclasses; defaults are the paper's (Roich et al. 2021, sec. 3, 4.5)."""
 from __future__ import annotations
 
 import dataclasses

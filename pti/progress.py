@@ -90,7 +90,7 @@ class ProgressReporter:
             phase=self.phase,
             step=step,
             total=self.total,
-            losses={name: float(value) for name, value in losses.items()} if report else {},
+            losses={name: float(value.detach()) for name, value in losses.items()} if report else {},
             preview=_side_by_side(images) if preview else None,
             elapsed_s=time.perf_counter() - self.start,
         )

@@ -1,0 +1,127 @@
+"""`python -m pti invert PHOTO --out DIR`: PTI on one photo; writes the aligned face, pivot, tuned weights, renders."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from pti.config import PRESET_NAMES, ConfigError, PTIConfig, preset
+from pti.progress import Cancelled, Progress
+
+
+def add_pti_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `invert` and `eval`: model, device, preset and step counts, models for alignment/LPIPS."""
+    parser.add_argument("--model", default="stylegan2-ffhq-1024",
+                        help="generator: a registry name (e.g. stylegan2-ffhq-1024, or 'tiny' for the 32 px test "
+                             "generator) or a generator file (default: %(default)s)")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="paper",
+                        help="step counts and schedule: paper (450 + 350 steps) or fast (fewer steps, for a CPU)")
+    parser.add_argument("--projection-steps", type=int, default=None, help="override the projection step count")
+    parser.add_argument("--tuning-steps", type=int, default=None, help="override the tuning step count")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and device: same result)")
+    parser.add_argument("--predictor", type=Path, default=None,
+                        help="dlib 68-landmark model file for alignment (default: from the weights registry)")
+    parser.add_argument("--lpips-random", action="store_true",
+                        help="TESTING ONLY: LPIPS with random backbone weights (no pretrained download needed)")
+
+
+def config_from_args(args: argparse.Namespace, *, locality: bool = True) -> PTIConfig:
+    """The PTI configuration the options ask for; progress is read only on the lines that get printed."""
+    base = preset(args.preset)
+    projection_steps = args.projection_steps or base.projection.num_steps
+    tuning_steps = args.tuning_steps or base.tuning.num_steps
+    if args.projection_steps is not None and args.projection_steps < 1:
+        raise ConfigError(f"--projection-steps must be >= 1, got {args.projection_steps}")
+    if args.tuning_steps is not None and args.tuning_steps < 1:
+        raise ConfigError(f"--tuning-steps must be >= 1, got {args.tuning_steps}")
+    return preset(
+        args.preset,
+        projection={"num_steps": projection_steps, "report_every": max(1, projection_steps // 10)},
+        tuning={"num_steps": tuning_steps, "report_every": max(1, tuning_steps // 10)},
+        locality={"enabled": locality},
+    )
+
+
+def device_from_args(args: argparse.Namespace) -> torch.device:
+    """The chosen device, or CUDA when available, else the CPU."""
+    if args.device:
+        return torch.device(args.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def print_progress(progress: Progress) -> None:
+    """Progress callback: one line on stderr for every step that carries losses."""
+    if progress.losses:
+        losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
+        print(f"[{progress.phase}] step {progress.step}/{progress.total} {losses} ({progress.elapsed_s:.1f} s)",
+              file=sys.stderr, flush=True)
+
+
+def build_pipeline(args: argparse.Namespace, config: PTIConfig, **kwargs):
+    """The `PTIPipeline` for these options."""
+    from pti.pipeline import PTIPipeline
+
+    return PTIPipeline(args.model, device=device_from_args(args), config=config,
+                       lpips_pretrained=not args.lpips_random, predictor_path=args.predictor, **kwargs)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exception types reported as one line (bad input incl. alignment and config errors, missing weights)."""
+    from pti.weights import WeightsError
+
+    return (ValueError, FileNotFoundError, WeightsError, Cancelled)
+
+
+def run_invert(args: argparse.Namespace) -> int:
+    """Run PTI on `args.photo` and write the results into `args.out`."""
+    try:
+        config = config_from_args(args, locality=not args.no_locality)
+        pipeline = build_pipeline(args, config)
+        result = pipeline.invert(args.photo, face_index=args.face_index, callback=print_progress, seed=args.seed)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = result.identities[0]
+    identity.aligned.image.save(out / "aligned.png")
+    saved = result.tuned.save(out)
+    identity.pivot_original.save(out / "pivot_original.png")
+    identity.pivot_tuned.save(out / "pivot_tuned.png")
+    report = {
+        "photo": str(args.photo),
+        "model": str(args.model),
+        "device": str(pipeline.device),
+        "seed": args.seed,
+        "preset": args.preset,
+        "config": dataclasses.asdict(config),
+        "projection": {"steps": identity.pivot.steps_run, "seconds": result.projection_s},
+        "tuning": {"steps": result.tuned.steps_run, "seconds": result.tuning_s},
+        "w_projection": dataclasses.asdict(identity.metrics_original),
+        "pti": dataclasses.asdict(identity.metrics_tuned),
+        "files": {"weights": saved.weights.name, "pivot": saved.pivots.name},
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    print(f"W projection: MSE {identity.metrics_original.mse:.4f} LPIPS {identity.metrics_original.lpips:.4f}; "
+          f"PTI: MSE {identity.metrics_tuned.mse:.4f} LPIPS {identity.metrics_tuned.lpips:.4f}; written to {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `invert` sub-command."""
+    parser = subparsers.add_parser(
+        "invert", help="PTI on one photo", description=__doc__,
+        epilog="Writes aligned.png, pivot.npy, tuned.safetensors, pivot_original.png, pivot_tuned.png, metrics.json.")
+    parser.add_argument("photo", type=Path, help="photo with a face")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--face-index", type=int, default=None,
+                        help="which detected face to use (0 = most confident; default: the most confident)")
+    parser.add_argument("--no-locality", action="store_true", help="tune without the locality regulariser")
+    add_pti_arguments(parser)
+    parser.set_defaults(func=run_invert)

