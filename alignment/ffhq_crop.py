@@ -7,6 +7,7 @@ transforms use continuous coordinates in which pixel i spans [i, i + 1], hence t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -15,16 +16,15 @@ from .errors import AlignmentError
 
 # The quad is rendered from a working copy in which it spans at most this many times `output_size` pixels (shrunk
 # with Lanczos when larger, after a box reduction where the factor is over 3; FFHQ shrinks by an integer factor
-# once past 4x) ...
+# once past 4x).
 MAX_SUPERSAMPLING = 2.0
-# ... or this many times when the quad leaves the photo: the reflect-padded canvas is about 3x the quad's area, and
-# blurring and blending it at full resolution would take seconds on a large photo for no visible gain.
-MAX_SUPERSAMPLING_PADDED = 1.0
-# The quad transform samples at twice `output_size` (then Lanczos down) unless the quad is under half of it, so a
-# rotation at about 1:1 scale does not soften the image (FFHQ always transforms at 4096 px).
+# The quad transform samples at this multiple of `output_size` (then Lanczos down) unless the quad is under half
+# of it, so that a rotation at about 1:1 scale does not soften the image (FFHQ always transforms at 4096 px).
 TRANSFORM_SUPERSAMPLING = 2
-# Pixels used to estimate the median colour that the far padding fades to.
-MEDIAN_SAMPLE_PIXELS = 1 << 20
+# Where the quad leaves the photo, FFHQ reflect-pads it, blurs the padding and fades it to the median colour. Those
+# layers are smooth, so they are computed on a copy in which the quad spans at most this fraction of `output_size`
+# and rendered separately; the photo's own pixels keep the working copy's full resolution.
+PADDING_RESOLUTION = 0.5
 
 
 def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
@@ -72,14 +72,12 @@ def render_aligned(image: Image.Image, quad: np.ndarray, output_size: int) -> Im
     """Render the quad of an RGB image as an `output_size` square, the FFHQ way (reflect-padded where it leaves it)."""
     corners = np.asarray(quad, dtype=np.float64) + 0.5
     size = quad_size(quad)
-    width, height = image.size
-    leaves_image = corners.min() < 4 or corners[:, 0].max() > width - 4 or corners[:, 1].max() > height - 4
-    supersampling = MAX_SUPERSAMPLING_PADDED if leaves_image else MAX_SUPERSAMPLING
-    scale = min(1.0, supersampling * output_size / size)
+    scale = min(1.0, MAX_SUPERSAMPLING * output_size / size)
     border = max(int(np.rint(size * scale * 0.1)), 3)
 
     # Crop around the quad (plus border), shrinking in the same step when the quad is much larger than the output.
     margin = border / scale
+    width, height = image.size
     left = max(math.floor(corners[:, 0].min() - margin), 0)
     top = max(math.floor(corners[:, 1].min() - margin), 0)
     right = min(math.ceil(corners[:, 0].max() + margin), width)
@@ -94,7 +92,7 @@ def render_aligned(image: Image.Image, quad: np.ndarray, output_size: int) -> Im
     corners = (corners - [left, top]) * [work_size[0] / (right - left), work_size[1] / (bottom - top)]
     size *= scale
 
-    # Pad by reflection where the quad leaves the image, blurred and faded to the median colour further out.
+    # Padding (left, top, right, bottom) needed where the quad comes within the border of the working copy's edge.
     low = np.floor(corners.min(axis=0)).astype(int)
     high = np.ceil(corners.max(axis=0)).astype(int)
     pad = np.array(
@@ -105,40 +103,76 @@ def render_aligned(image: Image.Image, quad: np.ndarray, output_size: int) -> Im
             max(high[1] - work_size[1] + border, 0),
         ]
     )
+    padding = None
     if pad.max() > border - 4:
         pad = np.maximum(pad, max(int(np.rint(size * 0.3)), 1))
-        work = _pad_reflect_blended(work, pad, blur_sigma=size * 0.02)
-        corners = corners + pad[:2]
+        padding = _padding_layers(work, corners, pad, size, output_size)
 
     transform_size = output_size * (TRANSFORM_SUPERSAMPLING if size > output_size / 2 else 1)
     aligned = work.transform(
-        (transform_size, transform_size), Image.Transform.QUAD, corners.flatten().tolist(), Image.Resampling.BILINEAR
+        (transform_size, transform_size),
+        Image.Transform.QUAD,
+        corners.flatten().tolist(),
+        Image.Resampling.BILINEAR,
+        fillcolor=padding.median if padding is not None else None,
     )
     if transform_size != output_size:
         aligned = aligned.resize((output_size, output_size), Image.Resampling.LANCZOS)
-    return aligned
+    if padding is None:
+        return aligned
+    keep = np.asarray(padding.keep, dtype=np.float32)[:, :, None]
+    blended = np.asarray(aligned, dtype=np.float32) * keep + np.asarray(padding.fill, dtype=np.float32)
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
 
 
-def _pad_reflect_blended(image: Image.Image, pad: np.ndarray, blur_sigma: float) -> Image.Image:
-    """Reflect-pad by (left, top, right, bottom) pixels; blend the padding towards a blur, then the median colour."""
-    left, top, right, bottom = (int(p) for p in pad)
-    canvas = Image.fromarray(np.pad(np.asarray(image), ((top, bottom), (left, right), (0, 0)), mode="reflect"))
-    width, height = canvas.size
+@dataclass(frozen=True)
+class _PaddingLayers:
+    """FFHQ's padding as two aligned layers: result = aligned photo * keep + fill."""
+
+    keep: Image.Image  # mode F, output_size square: weight of the photo's own pixels (0 in the padding)
+    fill: Image.Image  # RGB, output_size square: the blurred reflection and the median colour, already weighted
+    median: tuple[int, int, int]  # the median colour the far padding fades to
+
+
+def _padding_layers(
+    work: Image.Image, corners: np.ndarray, pad: np.ndarray, size: float, output_size: int
+) -> _PaddingLayers:
+    """FFHQ's reflect padding of `work` by `pad` (left, top, right, bottom), blurred and faded to the median colour.
+
+    FFHQ computes `photo * (1 - b) + blur * b` and then fades that towards the median colour by `m`, where `b` and
+    `m` grow from the photo's edge outwards. Expanded, that is `photo * keep + fill` with `keep = (1 - b)(1 - m)`
+    and `fill = blur * b * (1 - m) + median * m`; both are smooth, so they are computed at a lower resolution.
+    """
+    factor = min(1.0, PADDING_RESOLUTION * output_size / size)
+    small_size = (max(1, round(work.width * factor)), max(1, round(work.height * factor)))
+    small = work if small_size == work.size else work.resize(small_size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    axis_factors = np.array([small_size[0] / work.width, small_size[1] / work.height])
+    left, top, right, bottom = (max(int(np.rint(p)), 1) for p in pad * np.tile(axis_factors, 2))
+    canvas = np.pad(np.asarray(small), ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    height, width = canvas.shape[:2]
     y = np.arange(height, dtype=np.float32)[:, None]
     x = np.arange(width, dtype=np.float32)[None, :]
-    # 1 at the outer edge, 0 where the original pixels begin, negative inside them.
+    # 1 at the canvas's outer edge, 0 where the photo's pixels begin, negative inside them.
     edge = np.maximum(
         1.0 - np.minimum(x / left, (width - 1 - x) / right),
         1.0 - np.minimum(y / top, (height - 1 - y) / bottom),
+    )[:, :, None]
+    blur_weight = np.clip(edge * 3.0 + 1.0, 0.0, 1.0)
+    median_weight = np.clip(edge, 0.0, 1.0)
+    blurred = np.asarray(Image.fromarray(canvas).filter(ImageFilter.GaussianBlur(size * factor * 0.02)), np.float32)
+    photo = canvas.astype(np.float32)
+    median = np.median(photo + (blurred - photo) * blur_weight, axis=(0, 1))
+    fill = blurred * blur_weight * (1.0 - median_weight) + median * median_weight
+    keep = (1.0 - blur_weight) * (1.0 - median_weight)
+
+    small_corners = (corners * axis_factors + [left, top]).flatten().tolist()
+    square = (output_size, output_size)
+    return _PaddingLayers(
+        keep=Image.fromarray(keep[:, :, 0]).transform(
+            square, Image.Transform.QUAD, small_corners, Image.Resampling.BILINEAR
+        ),
+        fill=Image.fromarray(np.clip(np.rint(fill), 0, 255).astype(np.uint8)).transform(
+            square, Image.Transform.QUAD, small_corners, Image.Resampling.BILINEAR
+        ),
+        median=tuple(int(v) for v in np.rint(median)),
     )
-    blurred = canvas.filter(ImageFilter.GaussianBlur(blur_sigma))
-    canvas = Image.composite(blurred, canvas, _weight_image(edge * 3.0 + 1.0))
-    pixels = np.asarray(canvas)
-    stride = max(1, math.ceil(math.sqrt(height * width / MEDIAN_SAMPLE_PIXELS)))
-    median = tuple(int(v) for v in np.rint(np.median(pixels[::stride, ::stride], axis=(0, 1))))
-    return Image.composite(Image.new("RGB", canvas.size, median), canvas, _weight_image(edge))
-
-
-def _weight_image(weights: np.ndarray) -> Image.Image:
-    """Blend weights (clipped to [0, 1]) as an 8-bit mask image for `Image.composite`."""
-    return Image.fromarray(np.rint(np.clip(weights, 0.0, 1.0) * 255.0).astype(np.uint8))

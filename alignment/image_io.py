@@ -50,7 +50,11 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             raise ImageInputError(f"not a file: {path}")
         if path.stat().st_size == 0:
             raise ImageInputError(f"the file is empty (0 bytes): {path}")
-        with path.open("rb") as file:
+        try:
+            file = path.open("rb")
+        except OSError as error:
+            raise ImageInputError(f"cannot read {path}: {error.strerror or error}") from None
+        with file:
             return _open_and_normalise(file, f"the file {path.name!r}", max_pixels)
     raise TypeError(
         f"expected a path, bytes, a PIL image or an HxWx3 uint8 array, got {type(source).__name__}"

@@ -51,7 +51,7 @@ def predict_landmarks(image: Image.Image, box: FaceBox, predictor: dlib.shape_pr
     if size == (right - left, bottom - top):
         crop = image.crop(region)
     else:
-        crop = image.resize(size, Image.Resampling.BILINEAR, box=region, reducing_gap=2.0)
+        crop = image.resize(size, Image.Resampling.BILINEAR, box=region, reducing_gap=1.0)
     factor = np.array([(right - left) / size[0], (bottom - top) / size[1]])
     box_corners = np.array([[rectangle.left(), rectangle.top()], [rectangle.right(), rectangle.bottom()]])
     corners = (box_corners - [left, top] + 0.5) / factor - 0.5
