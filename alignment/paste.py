@@ -1,6 +1,7 @@
 """Paste-back: warp an edited aligned face into the original photo through the inverse quad transform, feathered."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -17,6 +18,8 @@ from .image_io import ImageSource, load_image
 MASK_CENTRE = (0.5, 0.54)
 MASK_RADII = (0.46, 0.46)
 MASK_OPAQUE_RADIUS = 0.75
+# The mask is drawn once at this size (8-bit) in the aligned frame and warped into the photo like the face.
+MASK_RESOLUTION = 512
 
 
 def paste_back(original: ImageSource, aligned_face: AlignedFace, edited: ImageSource) -> Image.Image:
@@ -30,29 +33,17 @@ def paste_back(original: ImageSource, aligned_face: AlignedFace, edited: ImageSo
     edited = load_image(edited)
     if edited.size[0] != edited.size[1]:
         raise AlignmentError(f"the edited face must be square, got {edited.size[0]}x{edited.size[1]}")
+    result = original.copy()
     region = _quad_region(aligned_face.quad, original.size)
     if region is None:
-        return original.copy()
-    left, top, right, bottom = region
-    mask = _mask_in_region(aligned_face.quad, region)
-
-    # Resize the edited face to the quad's size in the original photo, then warp it with the inverse transform.
+        return result
+    # Shrinking is anti-aliased first (Lanczos, to the quad's size in the photo); enlarging is left to the warp.
     side = max(1, round(quad_size(aligned_face.quad)))
-    if edited.size != (side, side):
+    if side < edited.size[0]:
         edited = edited.resize((side, side), Image.Resampling.LANCZOS)
-    inverse = side * _inverse_axes(aligned_face.quad)
-    offset = inverse @ (np.array([left, top], dtype=np.float64) - aligned_face.quad[0] - 0.5)
-    warped = edited.transform(
-        (right - left, bottom - top),
-        Image.Transform.AFFINE,
-        (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1]),
-        Image.Resampling.BICUBIC,
-    )
-
-    base = np.asarray(original.crop(region), dtype=np.float32)
-    blended = base + (np.asarray(warped, dtype=np.float32) - base) * mask[:, :, None]
-    result = original.copy()
-    result.paste(Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8)), (left, top))
+    warped = _warp_into_photo(edited, aligned_face.quad, region, Image.Resampling.BICUBIC)
+    mask = _warp_into_photo(_aligned_mask(), aligned_face.quad, region, Image.Resampling.BILINEAR)
+    result.paste(warped, region[:2], mask)
     return result
 
 
@@ -63,13 +54,30 @@ def face_mask(aligned_face: AlignedFace) -> np.ndarray:
     region = _quad_region(aligned_face.quad, (width, height))
     if region is not None:
         left, top, right, bottom = region
-        mask[top:bottom, left:right] = _mask_in_region(aligned_face.quad, region)
+        warped = _warp_into_photo(_aligned_mask(), aligned_face.quad, region, Image.Resampling.BILINEAR)
+        mask[top:bottom, left:right] = np.asarray(warped, dtype=np.float32) / 255.0
     return mask
 
 
-def _inverse_axes(quad: np.ndarray) -> np.ndarray:
-    """The 2x2 matrix that maps an offset from quad[0] in the original to fractions of the aligned image."""
-    return np.linalg.inv(np.stack([quad[3] - quad[0], quad[1] - quad[0]], axis=1))
+@functools.lru_cache(maxsize=1)
+def _aligned_mask() -> Image.Image:
+    """The feathered elliptical face mask in the aligned frame (mode L, MASK_RESOLUTION square; never modified)."""
+    centres = (np.arange(MASK_RESOLUTION, dtype=np.float64) + 0.5) / MASK_RESOLUTION
+    u = (centres[None, :] - MASK_CENTRE[0]) / MASK_RADII[0]
+    v = (centres[:, None] - MASK_CENTRE[1]) / MASK_RADII[1]
+    fade = np.clip((1.0 - np.sqrt(u * u + v * v)) / (1.0 - MASK_OPAQUE_RADIUS), 0.0, 1.0)
+    return Image.fromarray(np.rint(fade * fade * (3.0 - 2.0 * fade) * 255.0).astype(np.uint8))
+
+
+def _warp_into_photo(image: Image.Image, quad: np.ndarray, region: tuple[int, int, int, int], resample) -> Image.Image:
+    """A square image of the aligned frame (any size) warped onto `region` (left, top, right, bottom) of the photo."""
+    left, top, right, bottom = region
+    quad = np.asarray(quad, dtype=np.float64)
+    # Photo (continuous coordinates) -> fractions of the aligned square -> pixels of `image`.
+    inverse = image.size[0] * np.linalg.inv(np.stack([quad[3] - quad[0], quad[1] - quad[0]], axis=1))
+    offset = inverse @ (np.array([left, top], dtype=np.float64) - quad[0] - 0.5)
+    coefficients = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    return image.transform((right - left, bottom - top), Image.Transform.AFFINE, coefficients, resample)
 
 
 def _quad_region(quad: np.ndarray, image_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -82,16 +90,3 @@ def _quad_region(quad: np.ndarray, image_size: tuple[int, int]) -> tuple[int, in
     if right <= left or bottom <= top:
         return None
     return left, top, right, bottom
-
-
-def _mask_in_region(quad: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
-    """The feathered elliptical face mask at the pixel centres of `region` (float32, values in [0, 1])."""
-    left, top, right, bottom = region
-    inverse = _inverse_axes(np.asarray(quad, dtype=np.float64))
-    x = np.arange(left, right, dtype=np.float64)[None, :] - quad[0][0]
-    y = np.arange(top, bottom, dtype=np.float64)[:, None] - quad[0][1]
-    # Position in fractions of the aligned image, relative to the ellipse centre, in units of its radii.
-    u = (inverse[0, 0] * x + inverse[0, 1] * y - MASK_CENTRE[0]) / MASK_RADII[0]
-    v = (inverse[1, 0] * x + inverse[1, 1] * y - MASK_CENTRE[1]) / MASK_RADII[1]
-    fade = np.clip((1.0 - np.sqrt(u * u + v * v)) / (1.0 - MASK_OPAQUE_RADIUS), 0.0, 1.0)
-    return (fade * fade * (3.0 - 2.0 * fade)).astype(np.float32)

@@ -113,7 +113,7 @@ def test_mask_is_soft_and_covers_the_face(aligned_photos, key):
     # No seam: the largest step between neighbours is the smoothstep's steepest slope (1.5 / ramp width).
     ramp_pixels = (1 - MASK_OPAQUE_RADIUS) * min(MASK_RADII) * np.hypot(*(face.quad[3] - face.quad[0]))
     steepest = max(np.abs(np.diff(mask, axis=0)).max(), np.abs(np.diff(mask, axis=1)).max())
-    assert steepest <= 1.5 / ramp_pixels * 1.05
+    assert steepest <= 1.5 / ramp_pixels * 1.1 + 2 / 255  # (plus the 8-bit mask's rounding)
     assert steepest < 0.1
 
 
