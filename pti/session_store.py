@@ -77,7 +77,6 @@ class SessionStore(Generic[T]):
         max_sessions: int,                              # most sessions held at once
         max_bytes: int,                                 # most bytes held at once (as counted by `size_of`)
         size_of: Callable[[T], int] = estimate_nbytes,  # bytes held by one value
-        on_release: Callable[[str, T], None] | None = None,  # called with (session id, value) on eviction / release
         max_notices: int = 1024,                        # most eviction notices remembered
     ) -> None:
         if max_sessions < 1:
@@ -87,7 +86,7 @@ class SessionStore(Generic[T]):
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self._size_of = size_of
-        self._on_release = on_release
+        self._release_listeners: list[Callable[[str, T], None]] = []
         self._max_notices = max_notices
         self._entries: OrderedDict[str, tuple[T, int]] = OrderedDict()
         self._notices: OrderedDict[str, str] = OrderedDict()
@@ -143,6 +142,11 @@ class SessionStore(Generic[T]):
         self._call_release(released)
         return [sid for sid, _ in released]
 
+    def add_release_listener(self, listener: Callable[[str, T], None]) -> None:
+        """Call `listener(session_id, value)` whenever a value leaves the store (eviction or release)."""
+        with self._lock:
+            self._release_listeners.append(listener)
+
     def eviction_notice(self, session_id: str) -> str | None:
         """The message for a session whose value was evicted to make room, or None."""
         with self._lock:
@@ -167,7 +171,9 @@ class SessionStore(Generic[T]):
             self._notices.popitem(last=False)
 
     def _call_release(self, released: list[tuple[str, T]]) -> None:
-        """Run the release callback outside the lock."""
-        if self._on_release is not None:
-            for session_id, value in released:
-                self._on_release(session_id, value)
+        """Tell the release listeners (outside the lock)."""
+        with self._lock:
+            listeners = list(self._release_listeners)
+        for session_id, value in released:
+            for listener in listeners:
+                listener(session_id, value)

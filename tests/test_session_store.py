@@ -73,7 +73,8 @@ def test_value_larger_than_budget_is_refused_with_a_message():
 
 def test_release_frees_the_value_and_the_notice_and_calls_back():
     released = []
-    store = make_store(max_sessions=1, on_release=lambda sid, value: released.append((sid, len(value))))
+    store = make_store(max_sessions=1)
+    store.add_release_listener(lambda sid, value: released.append((sid, len(value))))
     store.put("a", sized(3))
     store.put("b", sized(4))  # evicts a
     assert released == [("a", 3)]

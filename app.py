@@ -1,0 +1,642 @@
+"""The PTI face editor in the browser: photo -> aligned face -> PTI with live progress -> stacked edits -> paste-back.
+
+UI only: layout, events and per-session state. Every computation goes through `pti.editor.FaceEditor`.
+Run `python app.py --help` for the flags (each also reads an environment variable, e.g. PTI_MODEL=tiny).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import gradio as gr
+import torch
+
+from alignment import AlignmentError
+from editing_directions.edit import Edit
+from editing_directions.errors import EditingError
+from pti import weights
+from pti.config import PRESET_NAMES, ConfigError
+from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, FaceEditor, Inversion, \
+    InversionSettings, Photo, SettingsError
+from pti.progress import Progress
+from pti.session_store import SessionStore, SessionTooLargeError, format_bytes
+
+LOGGER = logging.getLogger("pti.app")
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLES = (("astronaut.png", "Eileen Collins (NASA)"), ("grace_hopper.jpg", "Grace Hopper (US Navy)"))
+# Seconds between two progress updates sent to the browser (previews are sent as soon as they come).
+UI_UPDATE_INTERVAL_S = 0.5
+# Errors whose message is meant for people; anything else is logged and shown as a short generic message.
+READABLE_ERRORS = (AlignmentError, EditorUnavailableError, EditingError, ConfigError,
+                   SettingsError, SessionTooLargeError, weights.WeightsError)
+# Display names of the edit kinds.
+KIND_LABELS = {"interfacegan": "InterfaceGAN", "ganspace": "GANSpace", "styleclip": "StyleCLIP"}
+# Labels of the ways to find the pivot.
+PIVOT_LABELS = {"w": ("W projection (the paper's)", "w"),
+                "e4e": ("e4e encoder (one pass: fast on a CPU; best for StyleCLIP edits)", "e4e")}
+# The footer's licence lines: what the files are, and one registry entry whose licence they share.
+LICENCE_LINES = (
+    ("StyleGAN2 FFHQ generator", "stylegan2-ffhq-1024"),
+    ("dlib 68-point landmark model", "dlib-landmarks-68"),
+    ("LPIPS backbones (VGG16, AlexNet)", "lpips-vgg16"),
+    ("InterfaceGAN directions and GANSpace PCA", "interfacegan-age"),
+    ("StyleCLIP hairstyle mappers", "styleclip-afro-hairstyle"),
+    ("e4e encoder", "e4e-ffhq-encode"),
+)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:])/(?:[\w.@+-]+/)+([\w.@+-]+)")
+
+CSS = """
+#banner {border-left: 4px solid var(--color-accent); padding-left: 12px;}
+#status {min-height: 2.5em;}
+#licences {font-size: var(--text-sm); opacity: 0.85;}
+.upscale img {width: 100% !important; height: 100% !important; object-fit: contain !important;}
+"""
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """How the app runs: model, device, network, and the bounds on sessions, queue and uploads."""
+
+    model: str = DEFAULT_MODEL  # registry generator name, 'tiny', or a local generator file
+    device: str = "auto"  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
+    host: str | None = None  # interface to listen on (None: gradio's default, or GRADIO_SERVER_NAME)
+    port: int | None = None  # port (None: gradio's default 7860, or GRADIO_SERVER_PORT)
+    share: bool = False  # also open a public gradio.live link
+    max_sessions: int = 8  # tuned generators kept at once (least recently used evicted first)
+    max_session_mb: int = 4096  # MiB of tuned generators kept at once
+    concurrency: int = 1  # GPU jobs (inversions, edit renders) running at once
+    queue_size: int = 16  # jobs waiting at most; more are refused with a message
+    max_file_size: str = "20mb"  # largest upload
+    landmarks: str | None = None  # dlib 68-landmark model file (None: through the weights registry)
+    lpips: str = "auto"  # 'auto', 'pretrained' or 'random' LPIPS backbones
+    mapper_dir: str | None = None  # folder of extra StyleCLIP mapper files (*.pt)
+
+    def resolved_device(self) -> str:
+        """The device to run on: CUDA when 'auto' and available, else the CPU."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+
+def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
+    """Command-line flags, each defaulting to an environment variable (PTI_MODEL, PTI_DEVICE, ...)."""
+    env = os.environ.get
+    defaults = AppOptions()
+    parser = argparse.ArgumentParser(description="PTI face editor (Gradio app)")
+    parser.add_argument("--model", default=env("PTI_MODEL", defaults.model),
+                        help="generator: 'stylegan2-ffhq-1024' (default, from the Hub), 'tiny' (offline test "
+                             "model) or a local .pkl/.safetensors file [PTI_MODEL]")
+    parser.add_argument("--device", default=env("PTI_DEVICE", defaults.device),
+                        help="'auto' (CUDA if available), 'cpu', 'cuda' [PTI_DEVICE]")
+    parser.add_argument("--host", default=env("PTI_HOST"), help="interface to listen on, e.g. 0.0.0.0 [PTI_HOST]")
+    parser.add_argument("--port", type=int, default=env("PTI_PORT"), help="port (default 7860) [PTI_PORT]")
+    parser.add_argument("--share", action="store_true", default=env("PTI_SHARE", "") not in ("", "0", "false"),
+                        help="also create a public gradio.live link [PTI_SHARE=1]")
+    parser.add_argument("--max-sessions", type=int, default=int(env("PTI_MAX_SESSIONS", defaults.max_sessions)),
+                        help="tuned generators kept at once [PTI_MAX_SESSIONS]")
+    parser.add_argument("--max-session-mb", type=int,
+                        default=int(env("PTI_MAX_SESSION_MB", defaults.max_session_mb)),
+                        help="MiB of tuned generators kept at once [PTI_MAX_SESSION_MB]")
+    parser.add_argument("--concurrency", type=int, default=int(env("PTI_CONCURRENCY", defaults.concurrency)),
+                        help="GPU jobs running at once [PTI_CONCURRENCY]")
+    parser.add_argument("--queue-size", type=int, default=int(env("PTI_QUEUE_SIZE", defaults.queue_size)),
+                        help="jobs waiting at most [PTI_QUEUE_SIZE]")
+    parser.add_argument("--max-file-size", default=env("PTI_MAX_FILE_SIZE", defaults.max_file_size),
+                        help="largest upload, e.g. 20mb [PTI_MAX_FILE_SIZE]")
+    parser.add_argument("--landmarks", default=env("PTI_LANDMARKS"),
+                        help="dlib shape_predictor_68_face_landmarks.dat to use instead of the Hub's [PTI_LANDMARKS]")
+    parser.add_argument("--lpips", choices=("auto", "pretrained", "random"), default=env("PTI_LPIPS", "auto"),
+                        help="LPIPS backbones: pretrained, random (offline tests) or auto [PTI_LPIPS]")
+    parser.add_argument("--mapper-dir", default=env("PTI_MAPPER_DIR"),
+                        help="folder of extra StyleCLIP mapper files (*.pt) [PTI_MAPPER_DIR]")
+    args = parser.parse_args(argv)
+    options = AppOptions(model=args.model, device=args.device, host=args.host,
+                         port=None if args.port in (None, "") else int(args.port), share=args.share,
+                         max_sessions=args.max_sessions, max_session_mb=args.max_session_mb,
+                         concurrency=args.concurrency, queue_size=args.queue_size, max_file_size=args.max_file_size,
+                         landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir)
+    for name in ("max_sessions", "max_session_mb", "concurrency", "queue_size"):
+        if getattr(options, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return options
+
+
+def load_editor(options: AppOptions) -> FaceEditor:
+    """The editor for these options (missing files are recorded, not raised: the app still starts)."""
+    lpips_pretrained = {"auto": None, "pretrained": True, "random": False}[options.lpips]
+    return FaceEditor(options.model, device=options.resolved_device(), landmarks_path=options.landmarks,
+                      lpips_pretrained=lpips_pretrained, mapper_dir=options.mapper_dir)
+
+
+def readable_message(error: BaseException) -> str:
+    """An error's message for people: the text of known errors with server paths cut to file names."""
+    if isinstance(error, READABLE_ERRORS):
+        return _ABSOLUTE_PATH.sub(lambda match: match.group(1), str(error))
+    return f"Something went wrong on the server ({type(error).__name__}); it has been logged."
+
+
+@contextlib.contextmanager
+def shown_as_gradio_errors() -> Iterator[None]:
+    """Turn any exception into a `gr.Error` with a readable message (no traceback, no server path)."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except Exception as error:
+        if not isinstance(error, READABLE_ERRORS):
+            LOGGER.exception("unexpected error in the app")
+        raise gr.Error(readable_message(error), print_exception=False) from None
+
+
+class StopRequests:
+    """One stop flag per session while its inversion runs (the Stop button sets it)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, session_id: str) -> threading.Event:
+        """A fresh flag for a new run of this session."""
+        with self._lock:
+            flag = self._flags[session_id] = threading.Event()
+            return flag
+
+    def end(self, session_id: str, flag: threading.Event) -> None:
+        """Forget the flag of a finished run (unless a newer run replaced it)."""
+        with self._lock:
+            if self._flags.get(session_id) is flag:
+                del self._flags[session_id]
+
+    def request(self, session_id: str) -> bool:
+        """Ask the session's running inversion to stop; False when none is running."""
+        with self._lock:
+            flag = self._flags.get(session_id)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+
+def format_seconds(seconds: float) -> str:
+    """12 -> '12 s', 125 -> '2 min 5 s', 4000 -> '1 h 7 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def describe_progress(progress: Progress) -> str:
+    """One line about a running inversion: phase, step, losses and the time left in the phase."""
+    phase = "Projection (finding the pivot)" if progress.phase == "projection" else "Pivotal tuning"
+    losses = " · ".join(f"{name} {value:.4g}" for name, value in progress.losses.items())
+    left = progress.elapsed_s / max(progress.step, 1) * (progress.total - progress.step)
+    parts = [f"**{phase}** · step {progress.step}/{progress.total}", losses,
+             f"{format_seconds(progress.elapsed_s)} elapsed, about {format_seconds(left)} left in this phase"]
+    return " · ".join(part for part in parts if part)
+
+
+def step_caption(index: int, edit: Edit, labels: dict[str, str]) -> str:
+    """Gallery caption of a chain step, e.g. '2. Smile +1.5 · InterfaceGAN'."""
+    label = labels.get(f"{edit.kind}:{edit.name}", edit.name)
+    return f"{index}. {label} {edit.strength:+g} · {KIND_LABELS.get(edit.kind, edit.kind)}"
+
+
+class SessionHandlers:
+    """The event handlers: each reads the session's state, asks the editor, and returns what the screen shows."""
+
+    def __init__(self, editor: FaceEditor, store: SessionStore[EditingSession], downloads_root: Path) -> None:
+        self.editor = editor
+        self.store = store
+        self.downloads_root = downloads_root
+        self.stops = StopRequests()
+        self.labels = {option.key: option.label for option in editor.edit_options()}
+
+    # ----- per-session helpers -----------------------------------------------------------------------------------
+
+    def downloads_dir(self, session_id: str) -> Path:
+        """This session's own download folder (named by a hash of its id)."""
+        return self.downloads_root / hashlib.sha256(session_id.encode()).hexdigest()[:20]
+
+    def forget(self, session_id: str, _session: EditingSession) -> None:
+        """Delete a session's download folder (called when the store lets go of its session)."""
+        shutil.rmtree(self.downloads_dir(session_id), ignore_errors=True)
+
+    def release(self, request: gr.Request) -> None:
+        """Free everything of a session whose browser tab closed."""
+        self.stops.request(request.session_hash)
+        self.store.release(request.session_hash)
+
+    def session(self, request: gr.Request) -> EditingSession:
+        """The session's inversion, or a readable error (never inverted, or evicted to make room)."""
+        session = self.store.get(request.session_hash)
+        if session is None:
+            notice = self.store.eviction_notice(request.session_hash)
+            raise gr.Error(notice or "Invert the face first (press Invert), then add edits.", print_exception=False)
+        return session
+
+    def result_outputs(self, session: EditingSession, paste_back: bool, request: gr.Request) -> tuple:
+        """Gallery, step picker, result image and downloads of a session."""
+        gallery = [(session.step_images[0], "0. start: PTI reconstruction")]
+        gallery += [(image, step_caption(i + 1, edit, self.labels))
+                    for i, (image, edit) in enumerate(zip(session.step_images[1:], session.edits, strict=True))]
+        steps = gr.Dropdown(choices=[(step_caption(i + 1, e, self.labels), i) for i, e in enumerate(session.edits)],
+                            value=len(session.edits) - 1 if session.edits else None)
+        pasted = self.editor.paste_back(session.photo, session.final_image) if paste_back else None
+        files = self.editor.write_downloads(session, self.downloads_dir(request.session_hash), pasted=pasted)
+        result = gr.Image(value=pasted if pasted is not None else session.final_image,
+                          label="Pasted back into the photo" if pasted is not None else "Final face")
+        return gallery, steps, result, [str(path) for path in files.paths]
+
+    # ----- photo and alignment -----------------------------------------------------------------------------------
+
+    def align(self, upload: dict | None, request: gr.Request) -> tuple:
+        """A new photo: stop and drop the previous one's work, load it, align its best face, reset what follows."""
+        self.stops.request(request.session_hash)
+        self.store.release(request.session_hash)
+        if upload is None:
+            return None, None, gr.Dropdown(choices=[], value=None, visible=False), "", *self.cleared_results()
+        with shown_as_gradio_errors():
+            picture = self.editor.load_photo(read_upload(upload))  # from bytes, so no server path can leak
+            photo = self.editor.align(picture)
+        return (photo, photo.aligned.image, self.face_picker(photo), self.aligned_status(photo),
+                *self.cleared_results())
+
+    def choose_face(self, face_index: int | None, photo: Photo | None, request: gr.Request) -> tuple:
+        """Align another of the faces found in the photo."""
+        if photo is None:
+            raise gr.Error("Give a photo first.", print_exception=False)
+        if face_index is None or face_index == photo.aligned.face_index:
+            return photo, photo.aligned.image, gr.skip(), gr.skip(), *[gr.skip()] * 6
+        self.stops.request(request.session_hash)
+        self.store.release(request.session_hash)
+        with shown_as_gradio_errors():
+            chosen = self.editor.align(photo.original, int(face_index))
+        return chosen, chosen.aligned.image, gr.skip(), self.aligned_status(chosen), *self.cleared_results()
+
+    @staticmethod
+    def face_picker(photo: Photo) -> gr.Dropdown:
+        """The face picker: shown only when the photo has several faces."""
+        faces = photo.aligned.faces
+        choices = [(f"Face {i + 1}" + (" (most confident)" if i == 0 else "") + f" · score {face.score:.2f}", i)
+                   for i, face in enumerate(faces)]
+        return gr.Dropdown(choices=choices, value=photo.aligned.face_index, visible=len(faces) > 1)
+
+    @staticmethod
+    def aligned_status(photo: Photo) -> str:
+        """What the status line says once a face is aligned."""
+        count = len(photo.aligned.faces)
+        found = "1 face found" if count == 1 else f"{count} faces found: pick another one under the photo"
+        return f"{found}. Check the settings and press **Invert**."
+
+    @staticmethod
+    def cleared_results() -> tuple:
+        """Empty pivot, reconstruction, gallery, step picker, result and downloads."""
+        return (gr.Image(value=None, label="Pivot (original generator)"),
+                gr.Image(value=None, label="PTI reconstruction (tuned generator)"),
+                [], gr.Dropdown(choices=[], value=None), gr.Image(value=None, label="Final face"), None)
+
+    # ----- settings ----------------------------------------------------------------------------------------------
+
+    def preset_values(self, preset_name: str) -> tuple:
+        """Step counts and locality of a preset (shown in the sliders)."""
+        settings = self.editor.settings_for(preset_name)
+        return settings.projection_steps, settings.tuning_steps, settings.locality
+
+    def estimate(self, preset_name: str, projection_steps: float, tuning_steps: float, locality: bool,
+                 seed: float, pivot: str) -> str:
+        """The settings in one line and their time estimate, shown under the Invert button."""
+        try:
+            settings = self.settings(preset_name, projection_steps, tuning_steps, locality, seed, pivot)
+            seconds = self.editor.estimate_seconds(settings)
+        except READABLE_ERRORS as error:
+            return readable_message(error)
+        steps = f"{settings.projection_steps} projection + {settings.tuning_steps} tuning steps"
+        locality = "locality regularisation on" if settings.locality else "locality regularisation off"
+        return (f"Settings: {steps}, {locality} (*Inversion settings* below) · about **{format_seconds(seconds)}** "
+                f"on this {self.editor.device.type.upper()}.")
+
+    @staticmethod
+    def settings(preset_name: str, projection_steps: float, tuning_steps: float, locality: bool, seed: float,
+                 pivot: str) -> InversionSettings:
+        """Settings from the widgets' values (numbers arrive as floats)."""
+        def whole(value: float, name: str) -> int:
+            if value is None or float(value) != int(float(value)):
+                raise SettingsError(f"{name} must be a whole number, got {value!r}")
+            return int(float(value))
+
+        return InversionSettings(preset=preset_name, projection_steps=whole(projection_steps, "projection steps"),
+                                 tuning_steps=whole(tuning_steps, "tuning steps"), locality=bool(locality),
+                                 seed=whole(seed, "seed"), pivot=pivot)
+
+    # ----- inversion ---------------------------------------------------------------------------------------------
+
+    def invert(self, photo: Photo | None, preset_name: str, projection_steps: float, tuning_steps: float,
+               locality: bool, seed: float, pivot: str, request: gr.Request,
+               progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+        """PTI with live progress: yields status + previews, then the reconstructions, the gallery and downloads."""
+        if photo is None:
+            raise gr.Error("Give a photo first: upload one, use the webcam, paste one or click an example.",
+                           print_exception=False)
+        session_id = request.session_hash
+        with shown_as_gradio_errors():
+            settings = self.settings(preset_name, projection_steps, tuning_steps, locality, seed, pivot)
+        self.store.release(session_id)  # the previous inversion's edits no longer apply
+        stop = self.stops.begin(session_id)
+        skip = gr.skip()
+        inversion: Inversion | None = None
+        last_update = 0.0
+        try:
+            with shown_as_gradio_errors():
+                steps = self.editor.invert_steps(photo.aligned, settings)
+                for item in steps:
+                    if stop.is_set():
+                        steps.close()
+                        yield "Stopped. Press **Invert** to start again.", skip, skip, [], skip, skip, None
+                        return
+                    if not isinstance(item, Progress):
+                        inversion = item
+                        continue
+                    progress((item.step, item.total), desc=f"{item.phase} step {item.step}/{item.total}")
+                    now = time.monotonic()
+                    if item.preview is None and now - last_update < UI_UPDATE_INTERVAL_S:
+                        continue
+                    last_update = now
+                    preview = skip if item.preview is None else item.preview
+                    yield (describe_progress(item), preview if item.phase == "projection" else skip,
+                           preview if item.phase == "tuning" else skip, skip, skip, skip, skip)
+        finally:
+            self.stops.end(session_id, stop)
+        with shown_as_gradio_errors():
+            start = EditingSession(photo=photo, inversion=inversion, step_images=(inversion.tuned_render.image,))
+            self.store.put(session_id, start)
+            gallery, steps_picker, result, files = self.result_outputs(start, False, request)
+        pivot_render, tuned_render = inversion.pivot_render, inversion.tuned_render
+        yield (
+            f"Inverted in {format_seconds(inversion.seconds)}. LPIPS / MSE to the aligned face: pivot "
+            f"{pivot_render.lpips:.3f} / {pivot_render.mse:.4f}, PTI {tuned_render.lpips:.3f} / "
+            f"{tuned_render.mse:.4f}. Now add edits below.",
+            gr.Image(value=pivot_render.image,
+                     label=f"Pivot · LPIPS {pivot_render.lpips:.3f} · MSE {pivot_render.mse:.4f}"),
+            gr.Image(value=tuned_render.image,
+                     label=f"PTI reconstruction · LPIPS {tuned_render.lpips:.3f} · MSE {tuned_render.mse:.4f}"),
+            gallery, steps_picker, result, files,
+        )
+
+    def stop(self, request: gr.Request) -> str:
+        """Ask this session's running inversion to stop (within one optimisation step); says what it did."""
+        message = "Stopping…" if self.stops.request(request.session_hash) else "Nothing is running."
+        gr.Info(message)
+        return message
+
+    # ----- edits -------------------------------------------------------------------------------------------------
+
+    def edit_slider(self, key: str | None) -> gr.Slider:
+        """The strength slider for the chosen edit: its range, step and default."""
+        option = next((o for o in self.editor.edit_options() if o.key == key), None)
+        if option is None:
+            return gr.Slider()
+        return gr.Slider(minimum=option.min, maximum=option.max, step=option.step, value=option.default,
+                         label=f"Strength of {option.label}")
+
+    def add_edit(self, key: str, strength: float, paste_back: bool, request: gr.Request) -> tuple:
+        """Append an edit to the chain and render every step; a failed edit leaves the chain as it was."""
+        session = self.session(request)
+        with shown_as_gradio_errors():
+            edit = self.editor.parse_edit(key, strength)
+            return self.apply_edits(session, (*session.edits, edit), paste_back, request)
+
+    def remove_edit(self, index: float | None, paste_back: bool, request: gr.Request) -> tuple:
+        """Drop one step of the chain (the steps after it are rendered again)."""
+        session = self.session(request)
+        if index is None or not 0 <= int(index) < len(session.edits):
+            raise gr.Error(f"Pick a step to remove (1 to {len(session.edits)})." if session.edits
+                           else "The chain is empty.", print_exception=False)
+        edits = session.edits[:int(index)] + session.edits[int(index) + 1:]
+        with shown_as_gradio_errors():
+            return self.apply_edits(session, edits, paste_back, request)
+
+    def clear_edits(self, paste_back: bool, request: gr.Request) -> tuple:
+        """Remove every edit: back to the PTI reconstruction."""
+        session = self.session(request)
+        cleared = dataclasses.replace(session, edits=(), step_images=session.step_images[:1])
+        with shown_as_gradio_errors():
+            self.store.put(request.session_hash, cleared)
+            return (*self.result_outputs(cleared, paste_back, request), "Chain cleared.")
+
+    def apply_edits(self, session: EditingSession, edits: tuple, paste_back: bool, request: gr.Request) -> tuple:
+        """Render `edits` on the session's pivot; store and show the new chain only if that worked."""
+        images = self.editor.render_chain(session, edits)
+        updated = dataclasses.replace(session, edits=edits, step_images=images)
+        self.store.put(request.session_hash, updated)
+        count = len(edits)
+        return (*self.result_outputs(updated, paste_back, request),
+                f"{count} edit{'s' if count != 1 else ''} in the chain." if count else "The chain is empty.")
+
+    def show_result(self, paste_back: bool, request: gr.Request) -> tuple:
+        """The final face, or the photo with it pasted back, and the downloads."""
+        session = self.session(request)
+        with shown_as_gradio_errors():
+            _, _, result, files = self.result_outputs(session, paste_back, request)
+        return result, files
+
+
+def selected_step(event: gr.SelectData) -> int | None:
+    """The chain step of a clicked gallery image (the first image is the start, not a step)."""
+    return event.index - 1 if event.index > 0 else None
+
+
+def read_upload(upload: dict | str) -> bytes:
+    """The bytes of an uploaded image (a gradio file payload or path); reading by bytes keeps paths out of errors."""
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    if not path:
+        raise gr.Error("The upload did not arrive; try again.", print_exception=False)
+    return Path(path).read_bytes()
+
+
+def banner_text(editor: FaceEditor) -> str:
+    """The notice under the title: the model and device, missing files and how to provide them, caveats."""
+    lines = [f"Model **{editor.model_name}** on **{editor.device.type.upper()}**."]
+    missing = editor.missing_files()
+    if missing:
+        lines.append("**Some pretrained files are missing**, so parts of the app are off until they are provided:")
+        lines += [f"- for {m.needed_for}: {m.message}" for m in missing]
+        lines.append("To try the whole app offline, start it with `python app.py --model tiny`.")
+    lines += [f"- {note}" for note in editor.notices()]
+    return "\n".join(lines)
+
+
+def licences_text() -> str:
+    """The footer: the pretrained files the app uses with their licences, and the example photos' credits."""
+    lines = [f"- {what}: {weights.REGISTRY[key].licence} (`{weights.REGISTRY[key].repo_id}`)"
+             for what, key in LICENCE_LINES]
+    return "\n".join(["**Licences of the weights** (fetched from the Hugging Face Hub; not part of this code):",
+                      *lines, "- Example photos: public domain (NASA; US Navy), see `examples/CREDITS.md`."])
+
+
+def session_store(options: AppOptions) -> SessionStore[EditingSession]:
+    """The per-session store of tuned generators, bounded as `options` say."""
+    return SessionStore(max_sessions=options.max_sessions, max_bytes=options.max_session_mb * 1024 * 1024)
+
+
+def build_demo(editor: FaceEditor, options: AppOptions, *,
+               store: SessionStore[EditingSession] | None = None) -> gr.Blocks:
+    """The Blocks app over `editor`; sessions live in `store` (default: a new one bounded by `options`)."""
+    store = store if store is not None else session_store(options)
+    handlers = SessionHandlers(editor, store, Path(tempfile.mkdtemp(prefix="pti-app-")))
+    store.add_release_listener(handlers.forget)
+    edit_options = editor.edit_options()
+    defaults = editor.settings_for("fast" if editor.device.type == "cpu" else "paper")
+    gpu = {"concurrency_id": "gpu", "concurrency_limit": options.concurrency}
+    light = {"concurrency_id": "cpu", "concurrency_limit": 4}
+
+    with gr.Blocks(title="PTI face editor", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
+        gr.Markdown("# PTI face editor\nPivotal Tuning Inversion (Roich et al., 2022) on StyleGAN2: give a photo, "
+                    "invert the face, stack edits, paste the result back into the photo.")
+        gr.Markdown(banner_text(editor), elem_id="banner")
+        photo_state = gr.State(None)
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=240):
+                upload = gr.Image(label="1 · Photo", sources=["upload", "webcam", "clipboard"], type="filepath",
+                                  height=250, elem_id="photo")
+                face = gr.Dropdown(label="Face", choices=[], visible=False, interactive=True, elem_id="face")
+                gr.Examples(examples=[[str(EXAMPLES_DIR / name)] for name, _ in EXAMPLES], inputs=[upload],
+                            example_labels=[label for _, label in EXAMPLES], label="Examples (public domain)")
+            with gr.Column(scale=3):
+                with gr.Row():
+                    aligned = gr.Image(label="2 · Aligned face", interactive=False, format="png", height=250,
+                                       elem_id="aligned", elem_classes="upscale")
+                    pivot_image = gr.Image(label="Pivot (original generator)", interactive=False, format="png",
+                                           height=250, elem_id="pivot", elem_classes="upscale")
+                    tuned_image = gr.Image(label="PTI reconstruction (tuned generator)", interactive=False,
+                                           format="png", height=250, elem_id="reconstruction",
+                                           elem_classes="upscale")
+                status = gr.Markdown("Give a photo to start: upload one, use the webcam, paste one or click an "
+                                     "example.", elem_id="status")
+                with gr.Row():
+                    invert_button = gr.Button("3 · Invert", variant="primary", interactive=editor.can_invert,
+                                              scale=3, elem_id="invert")
+                    stop_button = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+                    stop_answer = gr.Markdown(visible=False)
+                estimate = gr.Markdown(elem_id="estimate")
+                with gr.Accordion("Inversion settings", open=False, elem_id="settings"):
+                    with gr.Row():
+                        preset_choice = gr.Radio(list(PRESET_NAMES), value=defaults.preset, label="Preset",
+                                                 info="paper: the paper's step counts · fast: few steps, for a CPU "
+                                                      "· custom: your own")
+                        pivot_choice = gr.Radio([PIVOT_LABELS.get(name, (name, name)) for name in editor.pivot_choices],
+                                                value=editor.pivot_choices[0], label="Pivot",
+                                                visible=len(editor.pivot_choices) > 1)
+                    with gr.Row():
+                        projection_steps = gr.Slider(1, 1000, value=defaults.projection_steps, step=1,
+                                                     label="Projection steps", elem_id="projection-steps")
+                        tuning_steps = gr.Slider(1, 1000, value=defaults.tuning_steps, step=1, label="Tuning steps",
+                                                 elem_id="tuning-steps")
+                    with gr.Row():
+                        locality = gr.Checkbox(value=defaults.locality, label="Locality regularisation")
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+
+        gr.Markdown("### 4 · Edit")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=280):
+                first = edit_options[0] if edit_options else None
+                edit_choice = gr.Dropdown([(f"{KIND_LABELS[o.kind]} · {o.label}", o.key) for o in edit_options],
+                                          value=first.key if first else None, label="Edit", elem_id="edit")
+                # The widest range of all edits, so that any edit's strength passes the slider's own check from
+                # the API; the page narrows it to the chosen edit's range (each edit checks its own range too).
+                strength = gr.Slider(min((o.min for o in edit_options), default=-3.0),
+                                     max((o.max for o in edit_options), default=3.0),
+                                     value=first.default if first else 0.0, step=first.step if first else 0.1,
+                                     label="Strength", elem_id="strength")
+                add_button = gr.Button("Add to the chain", variant="primary", elem_id="add")
+                with gr.Row():
+                    step_choice = gr.Dropdown(label="Step", choices=[], value=None, interactive=True, scale=2,
+                                              elem_id="step")
+                    with gr.Column(scale=1, min_width=90):
+                        remove_button = gr.Button("Remove", size="sm", elem_id="remove")
+                        clear_button = gr.Button("Clear all", size="sm", elem_id="clear")
+                edit_status = gr.Markdown(elem_id="edit-status")
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(label="The chain, step by step (click a step to pick it)", columns=4,
+                                     height=300, object_fit="contain", format="png", elem_id="gallery")
+
+        gr.Markdown("### 5 · Result")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2):
+                result = gr.Image(label="Final face", interactive=False, format="png", height=380, elem_id="result",
+                                  elem_classes="upscale")
+            with gr.Column(scale=1):
+                paste_back = gr.Checkbox(value=False, label="Paste the edited face back into the photo",
+                                         elem_id="paste-back")
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+        gr.Markdown(licences_text(), elem_id="licences")
+
+        cleared = [pivot_image, tuned_image, gallery, step_choice, result, downloads]
+        upload.change(handlers.align, [upload], [photo_state, aligned, face, status, *cleared], api_name="align",
+                      preprocess=False, **light)
+        face.input(handlers.choose_face, [face, photo_state], [photo_state, aligned, face, status, *cleared],
+                   api_name="choose_face", **light)
+        settings_inputs = [preset_choice, projection_steps, tuning_steps, locality, seed, pivot_choice]
+        preset_choice.input(handlers.preset_values, [preset_choice], [projection_steps, tuning_steps, locality],
+                            api_visibility="private", queue=False)
+        for widget in (projection_steps, tuning_steps, locality):
+            widget.input(lambda: "custom", None, [preset_choice], api_visibility="private", queue=False)
+        if editor.can_invert:  # the first estimate times a few steps, so it runs once the page is open
+            gr.on([demo.load, *(w.change for w in settings_inputs)], handlers.estimate, settings_inputs, [estimate],
+                  api_visibility="private", concurrency_id="estimate", concurrency_limit=1, trigger_mode="always_last")
+        invert_button.click(handlers.invert, [photo_state, *settings_inputs],
+                            [status, pivot_image, tuned_image, gallery, step_choice, result, downloads],
+                            api_name="invert", show_progress_on=[aligned], **gpu)
+        # Its own queue lane without a limit, so it runs at once (the answer is for API users; people see a toast
+        # and then the inversion's own "Stopped" line).
+        stop_button.click(handlers.stop, None, [stop_answer], api_name="stop", concurrency_id="stop",
+                          concurrency_limit=None)
+        gr.on([demo.load, edit_choice.change], handlers.edit_slider, [edit_choice], [strength],
+              api_visibility="private", queue=False)
+        edit_outputs = [gallery, step_choice, result, downloads, edit_status]
+        add_button.click(handlers.add_edit, [edit_choice, strength, paste_back], edit_outputs, api_name="add_edit",
+                         **gpu)
+        remove_button.click(handlers.remove_edit, [step_choice, paste_back], edit_outputs, api_name="remove_edit",
+                            **gpu)
+        clear_button.click(handlers.clear_edits, [paste_back], edit_outputs, api_name="clear_edits", **light)
+        gallery.select(selected_step, None, [step_choice], api_visibility="private", queue=False)
+        paste_back.change(handlers.show_result, [paste_back], [result, downloads], api_name="paste_back", **light)
+        demo.unload(handlers.release)
+
+    demo.queue(max_size=options.queue_size, default_concurrency_limit=options.concurrency)
+    return demo
+
+
+def launch_options(options: AppOptions) -> dict:
+    """Arguments of `demo.launch` for these options."""
+    return {"server_name": options.host, "server_port": options.port, "share": options.share,
+            "max_file_size": options.max_file_size, "css": CSS, "allowed_paths": [str(EXAMPLES_DIR)],
+            "show_error": False}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the flags, load the models once, and serve the app."""
+    logging.basicConfig(level=logging.INFO)
+    options = parse_args(argv)
+    editor = load_editor(options)
+    LOGGER.info("model %s on %s; sessions: %d / %s", options.model, editor.device, options.max_sessions,
+                format_bytes(options.max_session_mb * 1024 * 1024))
+    build_demo(editor, options).launch(**launch_options(options))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The app in a real browser: Playwright drives Debian's Chromium against `python app.py --model tiny`.
+
+Skips (with the reason) only when Chromium is not installed and CI is not set; in CI it must run.
+Set PTI_SCREENSHOT_DIR to also copy the final screenshot there as screenshot.png.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTO = REPO / "examples" / "astronaut.png"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 800}  # a laptop window
+STARTUP_TIMEOUT_S = 240
+STEP_TIMEOUT_MS = 180_000
+
+
+def chromium_or_skip() -> str:
+    """Path of Debian's Chromium; skip without it, unless CI is set (then it is a failure)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is not None:
+        return path
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("CI is set but Chromium is missing: .ci/run installs it with `apt-get install chromium`")
+    pytest.skip("Chromium is not installed (`apt-get install chromium`; CI installs it)")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(landmarks_model_path, tmp_path_factory):
+    """`python app.py --model tiny` started as a person would, on a free port; its log is kept for failures."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    command = [sys.executable, "app.py", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
+               "--landmarks", str(landmarks_model_path), "--lpips", "random"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    try:
+        # Gradio prints the share hint once its own check of the local URL has passed: only then is it up.
+        # (Polling the page earlier competes with that check, which gives up after 3 s on a busy machine.)
+        while "set `share=True`" not in log_path.read_text():
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not start within {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        assert httpx.get(url, timeout=60).status_code == 200
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture()
+def page():
+    """A Chromium page (headless, laptop-sized window)."""
+    executable = chromium_or_skip()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("the playwright package is not installed (pip install -r requirements-dev.txt)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            # Nothing but the app itself: requests elsewhere (web fonts, analytics) fail at once, offline or not.
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1")
+                       else route.abort())
+            yield page
+        finally:
+            browser.close()
+
+
+def set_number(page, element_id: str, value: str) -> None:
+    """Type a value into a slider's number box and commit it."""
+    box = page.locator(f"#{element_id} input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+
+
+def test_photo_invert_two_edits_in_the_browser(app_url, page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(app_url, wait_until="domcontentloaded", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#banner")).to_contain_text("tiny", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#licences")).to_contain_text("NVIDIA Source Code License")
+
+    page.set_input_files("#photo input[type=file]", str(PHOTO))
+    expect(page.locator("#aligned img")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text("1 face found")
+
+    page.click("#settings")  # the accordion: few steps, so it runs in seconds on a CPU
+    set_number(page, "projection-steps", "4")
+    set_number(page, "tuning-steps", "3")
+    expect(page.locator("#settings input[type=radio][value=custom]")).to_be_checked()
+    expect(page.locator("#estimate")).to_contain_text("4 projection + 3 tuning steps", timeout=STEP_TIMEOUT_MS)
+    page.click("#invert")
+    expect(page.locator("#status")).to_contain_text("Inverted in", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#pivot img")).to_be_visible()
+    expect(page.locator("#reconstruction img")).to_be_visible()
+    expect(page.locator("#gallery img")).to_have_count(1)
+
+    set_number(page, "strength", "2")
+    page.click("#add")
+    expect(page.locator("#gallery img")).to_have_count(2, timeout=STEP_TIMEOUT_MS)
+    page.click("#edit input")
+    page.get_by_role("option", name="InterfaceGAN · Smile").click()
+    set_number(page, "strength", "-1.5")
+    page.click("#add")
+    expect(page.locator("#gallery img")).to_have_count(3, timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#gallery")).to_contain_text("1. Age")
+    expect(page.locator("#gallery")).to_contain_text("2. Smile")
+    expect(page.locator("#edit-status")).to_contain_text("2 edits in the chain")
+
+    page.click("#paste-back input")
+    expect(page.locator("#result")).to_contain_text("Pasted back into the photo", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#downloads")).to_contain_text("pasted_back", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#downloads")).to_contain_text("tuned")
+    expect(page.locator(".toast-body")).to_have_count(0)  # no error popped up on the way
+
+    screenshot = tmp_path / "app.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 50_000
+    target = os.environ.get("PTI_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, Path(target) / "screenshot.png")

@@ -1,0 +1,373 @@
+"""The app through `gradio_client`: launched here on a free local port with the tiny model, offline.
+
+Every output of the flow photo -> aligned face -> PTI -> two edits -> paste-back is checked, two clients run at
+once without mixing, and bad inputs come back as readable messages (no traceback, no server path).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from pti.images import tensor_to_pil
+from pti.tuning import TunedGenerator
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ASTRONAUT = EXAMPLES / "astronaut.png"
+GRACE_HOPPER = EXAMPLES / "grace_hopper.jpg"
+# Few steps: enough to exercise both phases, fast on two CPU cores.
+SETTINGS = ("fast", 3, 2, True, 0, "w")
+QUICK_SETTINGS = ("fast", 2, 1, False, 0, "w")  # where the inversion only has to exist
+MAX_UPLOAD = "1mb"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(editor, options: app.AppOptions, store=None):
+    """Build and launch the app in this process; returns (demo, url)."""
+    demo = app.build_demo(editor, options, store=store)
+    demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(options))
+    return demo, f"http://127.0.0.1:{options.port}/"
+
+
+@pytest.fixture(scope="module")
+def tiny_options(landmarks_model_path) -> app.AppOptions:
+    """The tiny model offline: explicit landmark file, random LPIPS backbones, a 1 MB upload limit."""
+    return app.AppOptions(model="tiny", device="cpu", host="127.0.0.1", port=free_port(), max_sessions=8,
+                          max_file_size=MAX_UPLOAD, landmarks=str(landmarks_model_path), lpips="random")
+
+
+@pytest.fixture(scope="module")
+def editor(tiny_options):
+    """The tiny-model editor, loaded once for every app in this module."""
+    return app.load_editor(tiny_options)
+
+
+@pytest.fixture(scope="module")
+def served(editor, tiny_options):
+    """The app serving on a free port: (url, its session store)."""
+    store = app.session_store(tiny_options)
+    demo, url = launch(editor, tiny_options, store)
+    yield url, store
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def url(served) -> str:
+    return served[0]
+
+
+def image(path: str | dict) -> Image.Image:
+    """A fetched output image (path, or a gradio update/gallery dict holding one)."""
+    if isinstance(path, dict):
+        path = path.get("value") or path.get("image")
+    with Image.open(path) as opened:
+        return opened.convert("RGB")
+
+
+def pixels(picture: Image.Image) -> np.ndarray:
+    return np.asarray(picture, dtype=np.int16)
+
+
+def run_flow(url: str, photo: Path, edits: list[tuple[str, float]]) -> dict:
+    """Align, invert and add `edits` through one client; returns every output by name."""
+    client = Client(url, verbose=False)
+    try:
+        aligned = client.predict(handle_file(str(photo)), api_name="/align")
+        inverted = client.predict(*SETTINGS, api_name="/invert")
+        added = [client.predict(key, strength, False, api_name="/add_edit") for key, strength in edits]
+        return {"aligned": aligned, "inverted": inverted, "added": added, "client": client}
+    except Exception:
+        client.close()
+        raise
+
+
+def test_photo_to_pasted_back_through_the_client(url, editor):
+    flow = run_flow(url, ASTRONAUT, [("interfacegan:age", 2.0), ("interfacegan:smile", -1.5)])
+    client = flow["client"]
+    try:
+        # Alignment: the state, the aligned face (256 px for the 32 px model), the face picker, a status line.
+        aligned_path, face_picker, status, *_ = flow["aligned"]
+        aligned = image(aligned_path)
+        assert aligned.size == (256, 256)
+        expected = editor.align(editor.load_photo(ASTRONAUT.read_bytes())).aligned.image
+        assert np.array_equal(pixels(aligned), pixels(expected))  # PNG all the way: the exact aligned face
+        assert "1 face found" in status
+
+        # Inversion: status with the metrics, pivot and PTI reconstructions at the generator's 32 px.
+        status, pivot, tuned, gallery, _, result, files = flow["inverted"]
+        assert "Inverted in" in status and "LPIPS" in status and "MSE" in status
+        assert image(pivot).size == (32, 32) and image(tuned).size == (32, 32)
+        assert "LPIPS" in pivot["label"] and "MSE" in tuned["label"]
+        assert [item["caption"] for item in gallery] == ["0. start: PTI reconstruction"]
+        assert np.array_equal(pixels(image(gallery[0])), pixels(image(tuned)))
+
+        # Two edits in sequence: three steps, each different from the one before, captions in order.
+        first, second = flow["added"]
+        assert len(first[0]) == 2 and len(second[0]) == 3
+        captions = [item["caption"] for item in second[0]]
+        assert captions[1].startswith("1. Age") and captions[1].endswith("+2 · InterfaceGAN")
+        assert captions[2].startswith("2. Smile") and captions[2].endswith("-1.5 · InterfaceGAN")
+        steps = [pixels(image(item)) for item in second[0]]
+        assert all(step.shape == (32, 32, 3) for step in steps)
+        assert not np.array_equal(steps[0], steps[1]) and not np.array_equal(steps[1], steps[2])
+        assert np.array_equal(steps[1], pixels(image(first[0][1])))  # adding an edit keeps the earlier steps
+        assert second[4] == "2 edits in the chain."
+        assert np.array_equal(pixels(image(second[2])), steps[2])  # the result is the last step
+
+        # Failed edits say why and keep the chain and the result as they were.
+        with pytest.raises(AppError, match=r"strength 5 is outside the allowed range \[-3, 3\]") as raised:
+            client.predict("interfacegan:age", 5.0, False, api_name="/add_edit")
+        assert_readable(str(raised.value))
+        with pytest.raises(AppError, match="not in the list of choices"):
+            client.predict("interfacegan:baldness", 1.0, False, api_name="/add_edit")
+        with pytest.raises(AppError, match=r"Value: 5 is not in the list of choices: \[0, 1\]"):
+            client.predict(5, False, api_name="/remove_edit")
+        unchanged, _ = client.predict(False, api_name="/paste_back")
+        assert np.array_equal(pixels(image(unchanged)), steps[2])
+
+        # Paste-back: the original photo's size, unchanged away from the face, changed on it.
+        result, files = client.predict(True, api_name="/paste_back")
+        pasted = image(result)
+        original = Image.open(ASTRONAUT).convert("RGB")
+        assert result["label"] == "Pasted back into the photo" and pasted.size == original.size
+        difference = np.abs(pixels(pasted) - pixels(original)).sum(axis=2)
+        assert difference[:40, :40].max() == 0  # a corner far from the face is untouched
+        assert difference[150:300, 200:320].mean() > 5  # the face region changed
+
+        # Downloads: every file, with the right content.
+        by_name = {Path(path).name: Path(path) for path in files}
+        assert sorted(by_name) == sorted(["aligned.png", "final.png", "pasted_back.png", "pivot.npy",
+                                          "tuned.safetensors", "edit_chain.json"])
+        chain = json.loads(by_name["edit_chain.json"].read_text())
+        assert [(e["kind"], e["name"], e["strength"]) for e in chain["edits"]] == [
+            ("interfacegan", "age", 2.0), ("interfacegan", "smile", -1.5)]
+        assert np.load(by_name["pivot.npy"]).shape == (1, 32)
+        assert np.array_equal(pixels(image(by_name["final.png"])), steps[2])
+        assert image(by_name["pasted_back.png"]).size == original.size
+
+        # Remove the first edit (the smile is then applied to the start), then clear the chain.
+        removed = client.predict(0, True, api_name="/remove_edit")
+        assert [item["caption"][:8] for item in removed[0]] == ["0. start", "1. Smile"]
+        assert not np.array_equal(pixels(image(removed[0][1])), steps[2])
+        cleared = client.predict(True, api_name="/clear_edits")
+        assert len(cleared[0]) == 1 and cleared[4] == "Chain cleared."
+        without_paste = client.predict(False, api_name="/paste_back")
+        assert np.array_equal(pixels(image(without_paste[0])), steps[0])
+        assert "pasted_back.png" not in {Path(path).name for path in without_paste[1]}
+    finally:
+        client.close()
+
+
+def test_two_clients_at_once_keep_their_own_sessions(url, tmp_path):
+    flows: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, photo: Path, edit: tuple[str, float]) -> None:
+        try:
+            flows[name] = run_flow(url, photo, [edit])
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=("astronaut", ASTRONAUT, ("interfacegan:age", 2.0))),
+               threading.Thread(target=run, args=("hopper", GRACE_HOPPER, ("interfacegan:smile", 1.0)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    try:
+        aligned = {name: pixels(image(flow["aligned"][0])) for name, flow in flows.items()}
+        assert not np.array_equal(aligned["astronaut"], aligned["hopper"])
+        for name, flow in flows.items():
+            gallery, _, _, files, _ = flow["added"][0]
+            by_name = {Path(path).name: Path(path) for path in files}
+            # The session's downloads are its own: its aligned face, and a tuned generator and pivot that
+            # redraw its own reconstruction and edit.
+            assert np.array_equal(pixels(image(by_name["aligned.png"])), aligned[name])
+            saved = tmp_path / name
+            saved.mkdir()
+            for file_name in ("tuned.safetensors", "pivot.npy"):
+                shutil.copy(by_name[file_name], saved / file_name)
+            tuned = TunedGenerator.load(saved)
+            pivot = torch.from_numpy(np.load(by_name["pivot.npy"]))
+            redrawn = pixels(tensor_to_pil(tuned.render(pivot))[0])
+            assert np.abs(redrawn - pixels(image(gallery[0]))).max() <= 1
+            assert json.loads(by_name["edit_chain.json"].read_text())["edits"][0]["name"] == (
+                "age" if name == "astronaut" else "smile")
+        tuned_a = pixels(image(flows["astronaut"]["added"][0][0][0]))
+        tuned_b = pixels(image(flows["hopper"]["added"][0][0][0]))
+        assert not np.array_equal(tuned_a, tuned_b)
+    finally:
+        for flow in flows.values():
+            flow["client"].close()
+
+
+def test_a_photo_with_two_faces_offers_the_other_one(url, tmp_path):
+    both = tmp_path / "two_people.png"
+    left, right = Image.open(ASTRONAUT).convert("RGB"), Image.open(GRACE_HOPPER).convert("RGB")
+    canvas = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), (128, 128, 128))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width, 0))
+    canvas.save(both)
+    client = Client(url, verbose=False)
+    try:
+        first, picker, status, *_ = client.predict(handle_file(str(both)), api_name="/align")
+        values = [value for _, value in picker["choices"]]
+        assert picker["visible"] is True and len(values) >= 2 and values == list(range(len(values)))
+        assert picker["value"] == 0 and f"{len(values)} faces found" in status
+        second, _, _, *_ = client.predict(1, api_name="/choose_face")
+        assert not np.array_equal(pixels(image(first)), pixels(image(second)))
+    finally:
+        client.close()
+
+
+def assert_readable(message: str) -> None:
+    """A message for people: no traceback, no server path."""
+    assert "Traceback" not in message and "/tmp" not in message and "site-packages" not in message
+
+
+@pytest.fixture()
+def bad_files(tmp_path):
+    """A photo without a face, a text file, a truncated PNG and a file over the upload limit."""
+    from skimage import data
+
+    no_face = tmp_path / "camera.png"
+    Image.fromarray(data.camera()).save(no_face)
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"these are my notes, saved with the wrong name\n" * 20)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(ASTRONAUT.read_bytes()[:20_000])
+    oversized = tmp_path / "huge.png"
+    oversized.write_bytes(np.random.default_rng(0).integers(0, 256, 2 * 1024 * 1024, dtype=np.uint8).tobytes())
+    return {"no_face": no_face, "not_an_image": not_an_image, "truncated": truncated, "oversized": oversized}
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("no_face", "no face was found in the image"),
+    ("not_an_image", "not an image in a supported format"),
+    ("truncated", "truncated or corrupt"),
+])
+def test_bad_photos_get_readable_messages(url, bad_files, kind, expected):
+    client = Client(url, verbose=False)
+    try:
+        with pytest.raises(AppError) as raised:
+            client.predict(handle_file(str(bad_files[kind])), api_name="/align")
+        assert expected in str(raised.value)
+        assert_readable(str(raised.value))
+    finally:
+        client.close()
+
+
+def test_oversized_upload_is_refused_with_the_limit(url, bad_files):
+    client = Client(url, verbose=False)
+    try:
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
+            client.predict(handle_file(str(bad_files["oversized"])), api_name="/align")
+    finally:
+        client.close()
+    # The server enforces the limit too, not only the client.
+    with bad_files["oversized"].open("rb") as file:
+        response = httpx.post(f"{url}gradio_api/upload", files={"files": ("huge.png", file, "image/png")})
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+
+
+def test_each_step_asks_for_the_one_before(url):
+    client = Client(url, verbose=False)
+    try:
+        with pytest.raises(AppError, match="Give a photo first"):
+            client.predict(*SETTINGS, api_name="/invert")
+        with pytest.raises(AppError, match=r"not in the list of choices: \[\]"):  # no steps to pick from
+            client.predict(0, False, api_name="/remove_edit")
+        for arguments, endpoint in ((("interfacegan:age", 1.0, False), "/add_edit"), ((False,), "/clear_edits"),
+                                    ((True,), "/paste_back")):
+            with pytest.raises(AppError, match=r"Invert the face first \(press Invert\)"):
+                client.predict(*arguments, api_name=endpoint)
+    finally:
+        client.close()
+
+
+def test_stop_cancels_a_running_inversion(url):
+    client = Client(url, verbose=False)
+    try:
+        client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+        job = client.submit("custom", 1000, 1000, True, 0, "w", api_name="/invert")
+        deadline = time.monotonic() + 60
+        while not any("step" in str(update[0]) for update in job.outputs()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = time.monotonic()
+        assert client.predict(api_name="/stop") == "Stopping…"
+        final = job.result(timeout=60)
+        assert final[0].startswith("Stopped") and time.monotonic() - started < 30
+        with pytest.raises(AppError, match="Invert the face first"):  # nothing half-tuned was kept
+            client.predict("interfacegan:age", 1.0, False, api_name="/add_edit")
+        assert client.predict(api_name="/stop") == "Nothing is running."
+    finally:
+        client.close()
+
+
+def test_evicted_session_is_told_and_closed_tabs_are_freed(editor, tiny_options):
+    options = app.AppOptions(**{**tiny_options.__dict__, "port": free_port(), "max_sessions": 1})
+    store = app.session_store(options)
+    demo, url = launch(editor, options, store)
+    first, second = Client(url, verbose=False), Client(url, verbose=False)
+    try:
+        for client in (first, second):
+            client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+            client.predict(*QUICK_SETTINGS, api_name="/invert")
+        assert len(store) == 1
+        with pytest.raises(AppError, match="freed to make room for other people"):
+            first.predict("interfacegan:age", 1.0, False, api_name="/add_edit")
+        assert len(second.predict("interfacegan:age", 1.0, False, api_name="/add_edit")[0]) == 2
+        second.close()  # the browser tab closes: demo.unload frees the session
+        closed = time.monotonic()
+        while len(store) and time.monotonic() < closed + 30:
+            time.sleep(0.2)
+        print(f"unload after {time.monotonic() - closed:.1f} s")
+        assert len(store) == 0
+    finally:
+        first.close()
+        demo.close()
+
+
+def test_app_starts_without_the_default_model_and_says_what_is_missing(monkeypatch, tmp_path, landmarks_model_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "pti"))
+    monkeypatch.delenv("PTI_WEIGHTS_DIR", raising=False)
+    options = app.AppOptions(host="127.0.0.1", port=free_port(), landmarks=str(landmarks_model_path))
+    editor = app.load_editor(options)
+    assert {m.key for m in editor.missing_files()} == {"stylegan2-ffhq-1024", "lpips-vgg16", "lpips-alexnet"}
+    demo, url = launch(editor, options)
+    client = Client(url, verbose=False)
+    try:
+        config = httpx.get(f"{url}config").json()
+        texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+        assert "Some pretrained files are missing" in texts and "--model tiny" in texts
+        assert "stylegan2-ffhq1024x1024.pkl" in texts and "PTI_WEIGHTS_DIR" in texts
+        # Alignment still works; inversion says why it cannot run.
+        client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+        with pytest.raises(AppError, match="Inversion is not available because pretrained files are missing"):
+            client.predict(*QUICK_SETTINGS, api_name="/invert")
+    finally:
+        client.close()
+        demo.close()

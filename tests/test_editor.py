@@ -1,0 +1,250 @@
+"""The app's model object (`pti.editor.FaceEditor`) on the tiny generator, and the optional ZeroGPU decorator."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.machinery
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignment import ImageInputError, NoFaceError
+from editing_directions.errors import EditStrengthError, UnknownEditError
+from pti import gpu
+from pti.editor import EditingSession, EditorUnavailableError, FaceEditor, Inversion, InversionSettings, \
+    SettingsError
+from pti.images import pil_to_tensor, tensor_to_pil
+from pti.progress import Progress
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+QUICK = InversionSettings(preset="fast", projection_steps=3, tuning_steps=2, locality=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def editor(landmarks_model_path) -> FaceEditor:
+    """The tiny model with random LPIPS backbones: everything offline."""
+    return FaceEditor("tiny", landmarks_path=landmarks_model_path, lpips_pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def photo(editor):
+    """The astronaut photo, aligned."""
+    return editor.align(editor.load_photo((EXAMPLES / "astronaut.png").read_bytes()))
+
+
+@pytest.fixture(scope="module")
+def inversion(editor, photo) -> Inversion:
+    return editor.invert(photo.aligned, QUICK)
+
+
+def test_settings_are_checked_with_readable_messages():
+    with pytest.raises(SettingsError, match="unknown preset 'best'"):
+        InversionSettings(preset="best")
+    with pytest.raises(SettingsError, match="at least 1 step"):
+        InversionSettings(projection_steps=0)
+    with pytest.raises(SettingsError, match="tuning steps must be a whole number"):
+        InversionSettings(tuning_steps=2.5)
+    with pytest.raises(SettingsError, match="seed must be 0 or more"):
+        InversionSettings(seed=-1)
+    with pytest.raises(SettingsError, match="unknown pivot 'z'"):
+        InversionSettings(pivot="z")
+
+
+def test_presets_and_the_config_they_give(editor):
+    paper = editor.settings_for("paper")
+    assert (paper.projection_steps, paper.tuning_steps, paper.locality) == (450, 350, True)  # the paper, sec. 4.5
+    fast = editor.settings_for("fast")
+    assert fast.projection_steps < paper.projection_steps and fast.tuning_steps < paper.tuning_steps
+    custom = editor.config_for(InversionSettings(preset="custom", projection_steps=24, tuning_steps=12,
+                                                 locality=False))
+    assert custom.projection.num_steps == 24 and custom.tuning.num_steps == 12
+    assert not custom.tuning.locality.enabled
+    assert custom.projection.preview_every == 2 and custom.tuning.preview_every == 1  # a dozen previews a phase
+    assert custom.projection.learning_rate == editor.config_for(paper).projection.learning_rate  # paper otherwise
+
+
+def test_load_photo_and_align(editor, photo):
+    original = Image.open(EXAMPLES / "astronaut.png").convert("RGB")
+    assert photo.original.size == original.size
+    assert photo.aligned.image.size == (256, 256)  # at least 256 px to show, whatever the generator's size
+    assert photo.aligned.original_size == original.size
+    with pytest.raises(ImageInputError, match="not an image"):
+        editor.load_photo(b"plain text, not a picture")
+    with pytest.raises(NoFaceError):
+        editor.align(Image.new("RGB", (200, 200), (90, 120, 150)))
+
+
+def test_inversion_gives_its_own_cpu_generator_and_true_metrics(editor, photo, inversion):
+    tuned = inversion.tuned.generator
+    assert all(p.device.type == "cpu" for p in tuned.parameters())
+    assert tuned is not editor.generator
+    original = dict(editor.generator.named_parameters())
+    changed = [name for name, p in tuned.named_parameters() if not torch.equal(p, original[name])]
+    assert changed and all(name.startswith("synthesis.") for name in changed)
+    assert inversion.pivot.w.shape == (1, 32)
+    assert inversion.pivot_render.image.size == inversion.tuned_render.image.size == (32, 32)
+    # The reported MSE is that of the pivot's renderings (original / tuned generator) against the aligned face.
+    target = pil_to_tensor(photo.aligned.image, size=32)
+    with torch.no_grad():
+        renders = {"pivot": editor.generator.synthesis(inversion.pivot.ws, noise_mode="const", force_fp32=True),
+                   "tuned": inversion.tuned.render(inversion.pivot)}
+    for name, render in (("pivot", inversion.pivot_render), ("tuned", inversion.tuned_render)):
+        assert abs(float(((renders[name] - target) ** 2).mean()) - render.mse) < 1e-5
+        assert np.array_equal(np.asarray(render.image), np.asarray(tensor_to_pil(renders[name])[0]))
+        assert render.lpips > 0
+    assert inversion.settings == QUICK and inversion.seconds > 0
+
+
+def test_every_inversion_is_a_new_generator(editor, photo, inversion):
+    again = editor.invert(photo.aligned, dataclasses.replace(QUICK, locality=False))
+    assert again.tuned.generator is not inversion.tuned.generator
+    first = dict(inversion.tuned.generator.named_parameters())
+    assert all(p.data_ptr() != first[name].data_ptr() for name, p in again.tuned.generator.named_parameters())
+
+
+def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
+    items = list(editor.invert_steps(photo.aligned, QUICK))
+    progress, last = items[:-1], items[-1]
+    assert isinstance(last, Inversion)
+    assert all(isinstance(item, Progress) for item in progress)
+    assert [(p.phase, p.step) for p in progress] == [("projection", 1), ("projection", 2), ("projection", 3),
+                                                     ("tuning", 1), ("tuning", 2)]
+    assert all(p.preview is not None for p in progress)  # a preview every step at these step counts
+    assert all(p.losses for p in progress)
+
+
+def test_closing_invert_steps_stops_the_run(editor, photo):
+    long_run = dataclasses.replace(QUICK, projection_steps=500, tuning_steps=500)
+    steps = editor.invert_steps(photo.aligned, long_run)
+    first = next(steps)
+    assert isinstance(first, Progress) and first.phase == "projection"
+    started = time.monotonic()
+    steps.close()
+    assert time.monotonic() - started < 20  # within a step or two, not 1000 steps
+    assert not any(thread.name == "pti-invert" and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_errors_in_the_worker_reach_the_caller(editor):
+    with pytest.raises(Exception) as raised:
+        list(editor.invert_steps("not an aligned face", QUICK))
+    assert not isinstance(raised.value, StopIteration)
+
+
+def test_edit_chain_renders_every_step_without_touching_the_session(editor, photo, inversion):
+    session = EditingSession(photo=photo, inversion=inversion, step_images=(inversion.tuned_render.image,))
+    before = {name: p.clone() for name, p in inversion.tuned.generator.named_parameters()}
+    edits = (editor.parse_edit("interfacegan:age", 2.0), editor.parse_edit("ganspace:smile", -6.0))
+    images = editor.render_chain(session, edits)
+    assert len(images) == 3 and all(image.size == (32, 32) for image in images)
+    assert np.array_equal(np.asarray(images[0]), np.asarray(inversion.tuned_render.image))
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+    assert not np.array_equal(np.asarray(images[1]), np.asarray(images[2]))
+    assert all(torch.equal(p, before[name]) for name, p in inversion.tuned.generator.named_parameters())
+    assert np.array_equal(np.asarray(editor.render_chain(session, ())[0]), np.asarray(images[0]))
+
+
+def test_edits_are_checked(editor):
+    keys = [option.key for option in editor.edit_options()]
+    assert keys[:3] == ["interfacegan:age", "interfacegan:smile", "interfacegan:pose"]
+    assert {key.split(":")[0] for key in keys} == {"interfacegan", "ganspace", "styleclip"}
+    with pytest.raises(EditStrengthError, match="outside the allowed range"):
+        editor.parse_edit("interfacegan:age", 4.0)
+    with pytest.raises(UnknownEditError, match="unknown edit kind 'colour'"):
+        editor.parse_edit("colour:red", 1.0)
+
+
+def test_paste_back_and_downloads(editor, photo, inversion, tmp_path):
+    edits = (editor.parse_edit("interfacegan:smile", 1.0),)
+    session = EditingSession(photo=photo, inversion=inversion, edits=edits,
+                             step_images=editor.render_chain(
+                                 EditingSession(photo=photo, inversion=inversion), edits))
+    pasted = editor.paste_back(photo, session.final_image)
+    assert pasted.size == photo.original.size
+    files = editor.write_downloads(session, tmp_path, pasted=pasted)
+    assert [path.name for path in files.paths] == ["aligned.png", "final.png", "pasted_back.png", "pivot.npy",
+                                                   "tuned.safetensors", "edit_chain.json"]
+    assert np.load(files.pivot).shape == (1, 32)
+    assert '"name": "smile"' in files.chain.read_text()
+    again = editor.write_downloads(session, tmp_path, pasted=None)
+    assert again.pasted is None and not (tmp_path / "pasted_back.png").exists()
+
+
+def test_missing_files_are_reported_and_the_rest_still_works(monkeypatch, tmp_path, landmarks_model_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "pti"))
+    monkeypatch.delenv("PTI_WEIGHTS_DIR", raising=False)
+    editor = FaceEditor("stylegan2-ffhq-1024", landmarks_path=landmarks_model_path)
+    missing = {m.key: m for m in editor.missing_files()}
+    assert set(missing) == {"stylegan2-ffhq-1024", "lpips-vgg16", "lpips-alexnet"}
+    assert "stylegan2-ffhq1024x1024.pkl" in missing["stylegan2-ffhq-1024"].message
+    assert all(m.needed_for == "inversion" for m in missing.values())
+    assert not editor.can_invert and editor.can_align and editor.edit_options() == ()
+    with pytest.raises(EditorUnavailableError, match="Inversion is not available.*stylegan2-ffhq-1024"):
+        editor.estimate_seconds(QUICK)
+    with pytest.raises(EditorUnavailableError):
+        editor.parse_edit("interfacegan:age", 1.0)
+    photo = editor.align(editor.load_photo((EXAMPLES / "astronaut.png").read_bytes()))
+    assert photo.aligned.image.size == (1024, 1024)  # the size the missing generator would take
+
+
+def test_landmarks_fall_back_to_the_pypi_copy(monkeypatch, tmp_path, landmarks_model_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("PTI_WEIGHTS_DIR", raising=False)
+    editor = FaceEditor("tiny", lpips_pretrained=False)
+    assert editor.can_align and editor.missing_files() == ()
+    assert editor.landmarks_path == landmarks_model_path
+    assert "random backbone weights" in " ".join(editor.notices())
+
+
+def test_gpu_seconds_grow_with_the_steps_and_are_capped():
+    assert gpu.gpu_seconds(0, 0) == gpu.OVERHEAD_SECONDS
+    assert gpu.gpu_seconds(450, 350) == int(np.ceil(gpu.OVERHEAD_SECONDS + 800 * gpu.SECONDS_PER_STEP))
+    assert gpu.gpu_seconds(100, 50) < gpu.gpu_seconds(450, 350)
+    assert gpu.gpu_seconds(100_000, 100_000) == gpu.MAX_SECONDS
+    assert QUICK.gpu_seconds == gpu.gpu_seconds(3, 2)
+    with pytest.raises(ValueError):
+        gpu.gpu_seconds(-1, 0)
+
+
+def test_gpu_task_is_a_no_op_without_spaces(monkeypatch):
+    monkeypatch.setattr(gpu, "spaces_available", lambda: False)
+
+    def work(x):
+        return x + 1
+
+    assert gpu.gpu_task(duration=10)(work) is work
+
+
+def test_gpu_task_uses_spaces_gpu_when_installed(monkeypatch):
+    calls = []
+    fake = types.ModuleType("spaces")
+    fake.__spec__ = importlib.machinery.ModuleSpec("spaces", None)
+
+    def fake_gpu(*, duration):
+        calls.append(duration)
+        return lambda fn: ("wrapped", fn)
+
+    fake.GPU = fake_gpu
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert gpu.spaces_available()
+
+    def work(settings):
+        return settings
+
+    def duration(settings):
+        return settings.gpu_seconds
+
+    assert gpu.gpu_task(duration=duration)(work) == ("wrapped", work)
+    assert calls == [duration]
