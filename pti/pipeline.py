@@ -18,7 +18,7 @@ from pti.losses import build_lpips
 from pti.metrics import IdentityModel, ReconstructionMetrics, reconstruction_metrics
 from pti.progress import Progress, ProgressCallback
 from pti.projector import Pivot, project_w
-from pti.tuning import TunedGenerator, pivotal_tune
+from pti.tuning import TunedGenerator, canonical_device, pivotal_tune
 
 # Ways to find the pivot; the default is the paper's W projection.
 PIVOT_METHODS: tuple[str, ...] = ("w",)
@@ -101,7 +101,7 @@ class PTIPipeline:
         model for alignment (default: the registry). `identity_model_path`: dlib face-recognition model; when
         given, metrics include the identity distance.
         """
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         if isinstance(generator, torch.nn.Module):
             on_device = next(generator.parameters()).device == self.device
             G = generator if on_device else copy.deepcopy(generator).to(self.device)
@@ -160,6 +160,8 @@ class PTIPipeline:
                     seed: int = 0, pivot: str = "w", align: bool = True) -> InversionResult:
         """Multi-ID PTI: one pivot per photo, then one generator tuned for all of them together."""
         config = config or self.config
+        if pivot not in PIVOT_METHODS:
+            raise ValueError(f"unknown pivot method {pivot!r}; available: {list(PIVOT_METHODS)}")
         if not images:
             raise ValueError("invert_many needs at least one image")
         face_indices = list(face_indices) if face_indices is not None else [None] * len(images)

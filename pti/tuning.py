@@ -26,6 +26,14 @@ class TunedGeneratorFileError(ValueError):
     """A saved tuned generator is missing a file or its files do not match."""
 
 
+def canonical_device(device: torch.device | str) -> torch.device:
+    """`device` with its index filled in ('cuda' -> 'cuda:<current>'), so it compares equal to a tensor's device."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _device_of(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -169,7 +177,7 @@ def pivotal_tune(G: torch.nn.Module, targets: torch.Tensor | Image.Image | Seque
     LPIPS-AlexNet. `callback` gets a `Progress` each step; a truthy return raises `Cancelled`.
     """
     config = config or TuningConfig()
-    device = torch.device(device)
+    device = canonical_device(device)
     targets = _as_targets(targets, G.img_resolution).to(device)
     pivots = _as_pivots(pivots, G.num_ws)
     if len(pivots) != targets.shape[0]:

@@ -14,7 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from pti.commands.invert import add_pti_arguments, build_pipeline, config_from_args, print_progress, user_errors
+from pti.commands.invert import (add_pti_arguments, build_pipeline, config_from_args, print_progress, user_errors,
+                                 warn_if_slow)
 from pti.metrics import default_identity_model_path, locality_metrics, reconstruction_metrics
 
 ROWS = (("w_projection", "W projection"), ("pti", "PTI"), ("pti_no_locality", "PTI, no locality reg."))
@@ -52,6 +53,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                                                                                    enabled=False))
     identity_path = args.identity_model or default_identity_model_path()
     pipeline = build_pipeline(args, config, identity_model_path=identity_path)
+    warn_if_slow(pipeline, args)
     per_image = []
     for index, image in enumerate(args.images):
         print(f"[eval] {image} ({index + 1}/{len(args.images)})", file=sys.stderr, flush=True)

@@ -71,6 +71,13 @@ def build_pipeline(args: argparse.Namespace, config: PTIConfig, **kwargs):
                        lpips_pretrained=not args.lpips_random, predictor_path=args.predictor, **kwargs)
 
 
+def warn_if_slow(pipeline, args: argparse.Namespace) -> None:
+    """A note on stderr when the paper's full schedule is about to run at a large resolution on the CPU."""
+    if pipeline.device.type == "cpu" and pipeline.resolution >= 512 and args.preset == "paper":
+        print("note: the paper preset at this resolution takes well over an hour on a CPU; "
+              "--preset fast (or fewer --projection-steps/--tuning-steps) is quicker", file=sys.stderr)
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Exception types reported as one line (bad input incl. alignment and config errors, missing weights)."""
     from pti.weights import WeightsError
@@ -83,6 +90,7 @@ def run_invert(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args, locality=not args.no_locality)
         pipeline = build_pipeline(args, config)
+        warn_if_slow(pipeline, args)
         result = pipeline.invert(args.photo, face_index=args.face_index, callback=print_progress, seed=args.seed)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
