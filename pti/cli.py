@@ -6,7 +6,7 @@ import importlib
 from typing import Sequence
 
 # Sub-command modules; each defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMAND_MODULES = ("edit",)
+COMMAND_MODULES = ("invert", "edit", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
