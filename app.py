@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -496,7 +497,8 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
                store: SessionStore[EditingSession] | None = None) -> gr.Blocks:
     """The Blocks app over `editor`; sessions live in `store` (default: a new one bounded by `options`)."""
     store = store if store is not None else session_store(options)
-    handlers = SessionHandlers(editor, store, Path(tempfile.mkdtemp(prefix="pti-app-")))
+    downloads_root = Path(tempfile.mkdtemp(prefix="pti-app-"))
+    handlers = SessionHandlers(editor, store, downloads_root)
     store.add_release_listener(handlers.forget)
     edit_options = editor.edit_options()
     defaults = editor.settings_for("fast" if editor.device.type == "cpu" else "paper")
@@ -618,6 +620,7 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
         demo.unload(handlers.release)
 
     demo.queue(max_size=options.queue_size, default_concurrency_limit=options.concurrency)
+    weakref.finalize(demo, shutil.rmtree, downloads_root, True)  # the downloads go with the app (or at exit)
     return demo
 
 

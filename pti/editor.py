@@ -1,7 +1,7 @@
 """The face editor behind the app: loads the models once; methods take and return images and plain values."""
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import copy
 import importlib.util
 import queue
@@ -21,6 +21,7 @@ from editing_directions.edit import Edit
 from editing_directions.library import EditLibrary, EditOption, demo_library
 from pti import weights
 from pti.config import PRESET_NAMES, PTIConfig, preset
+from pti.fast_path import FAST_SETTINGS, SpeedSettings, apply_to_config, prepare_generator, speed_context
 from pti.gpu import gpu_seconds, gpu_task
 from pti.losses import BACKBONE_WEIGHTS
 from pti.pipeline import PIVOT_METHODS, PTIPipeline
@@ -153,6 +154,12 @@ class Downloads:
         return [path for path in files if path is not None]
 
 
+def _inversion_gpu_seconds(editor: FaceEditor, aligned_face: alignment.AlignedFace, settings: InversionSettings,
+                           *args: object, **kwargs: object) -> int:
+    """GPU seconds to ask ZeroGPU for an inversion: from its step counts (same arguments as the method)."""
+    return settings.gpu_seconds
+
+
 class FaceEditor:
     """Loads the generator, landmark model, LPIPS and edits once; aligns, inverts (PTI), edits and pastes back."""
 
@@ -167,6 +174,8 @@ class FaceEditor:
     ) -> None:
         self.model_name = model
         self.device = torch.device(device)
+        # The fast path (fused ops, fp16 blocks, TF32, tuning LPIPS at 256 px) on the GPU; the plain config on the CPU.
+        self._speed: SpeedSettings | None = FAST_SETTINGS if self.device.type == "cuda" else None
         self._missing: list[MissingFile] = []
         self._landmarks_path = self._load_landmarks_path(landmarks_path)
         self._generator = self._load_generator(model)
@@ -245,20 +254,24 @@ class FaceEditor:
                                  seed=seed, pivot=pivot)
 
     def config_for(self, settings: InversionSettings) -> PTIConfig:
-        """The PTI configuration of `settings`: the preset with the step counts, locality and report rates set."""
+        """The PTI configuration of `settings`: the preset with its step counts, locality and report rates (and the
+        fast path's precision and tuning LPIPS size on the GPU)."""
         base = "paper" if settings.preset == "custom" else settings.preset
 
         def rates(steps: int) -> dict:
             return {"num_steps": steps, "preview_every": max(1, steps // PREVIEWS_PER_PHASE),
                     "report_every": max(1, steps // REPORTS_PER_PHASE)}
 
-        return preset(base, projection=rates(settings.projection_steps), tuning=rates(settings.tuning_steps),
-                      locality={"enabled": settings.locality})
+        config = preset(base, projection=rates(settings.projection_steps), tuning=rates(settings.tuning_steps),
+                        locality={"enabled": settings.locality})
+        return config if self._speed is None else apply_to_config(config, self._speed)
 
     @gpu_task(duration=ESTIMATE_GPU_SECONDS)
     def estimate_seconds(self, settings: InversionSettings) -> float:
         """Expected wall-clock seconds of an inversion with `settings` here (the first call times a few steps)."""
-        return float(self._require_pipeline().estimate_seconds(self.config_for(settings)))
+        pipeline = self._require_pipeline()
+        with self._speed_context():
+            return float(pipeline.estimate_seconds(self.config_for(settings)))
 
     # ----- photo and alignment -----------------------------------------------------------------------------------
 
@@ -277,17 +290,59 @@ class FaceEditor:
 
     # ----- inversion ---------------------------------------------------------------------------------------------
 
-    @gpu_task(duration=lambda self, aligned_face, settings, *args, **kwargs: settings.gpu_seconds)
+    @gpu_task(duration=_inversion_gpu_seconds)
     def invert(self, aligned_face: alignment.AlignedFace, settings: InversionSettings,
                progress_callback: Callable[[Progress], object] | None = None) -> Inversion:
         """PTI on an aligned face; `progress_callback` gets a `Progress` per step (truthy return -> `Cancelled`).
 
         The tuned generator comes back on the CPU, a new copy for every call.
         """
+        return self._invert(aligned_face, settings, progress_callback)
+
+    @gpu_task(duration=_inversion_gpu_seconds)
+    def invert_steps(self, aligned_face: alignment.AlignedFace,
+                     settings: InversionSettings) -> Iterator[Progress | Inversion]:
+        """PTI in a worker thread: yields every step's `Progress`, then the `Inversion`.
+
+        Closing the iterator early (a Stop button) cancels the run within one step and waits for it to end.
+        On ZeroGPU the whole generator runs in the GPU worker and its items come back to the caller.
+        """
+        updates: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        outcome: dict[str, object] = {}
+
+        def report(progress: Progress) -> bool:
+            updates.put(progress)
+            return stop.is_set()
+
+        def run() -> None:
+            try:
+                outcome["inversion"] = self._invert(aligned_face, settings, report)
+            except BaseException as error:  # handed over to the consumer, which raises it
+                outcome["error"] = error
+            finally:
+                updates.put(None)
+
+        worker = threading.Thread(target=run, name="pti-invert", daemon=True)
+        worker.start()
+        try:
+            while (item := updates.get()) is not None:
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["inversion"]
+
+    def _invert(self, aligned_face: alignment.AlignedFace, settings: InversionSettings,
+                progress_callback: Callable[[Progress], object] | None) -> Inversion:
+        """PTI through the pipeline (on the GPU: the fast path's settings); results on the CPU."""
         pipeline = self._require_pipeline()
         start = time.perf_counter()
-        result = pipeline.invert(aligned_face, config=self.config_for(settings), callback=progress_callback,
-                                 seed=settings.seed, pivot=settings.pivot)
+        with self._speed_context():
+            result = pipeline.invert(aligned_face, config=self.config_for(settings), callback=progress_callback,
+                                     seed=settings.seed, pivot=settings.pivot)
         identity = result.identities[0]
         return Inversion(
             tuned=result.tuned.to("cpu"),
@@ -300,40 +355,9 @@ class FaceEditor:
             seconds=time.perf_counter() - start,
         )
 
-    def invert_steps(self, aligned_face: alignment.AlignedFace,
-                     settings: InversionSettings) -> Iterator[Progress | Inversion]:
-        """Run `invert` in a worker thread; yield every `Progress`, then the `Inversion`.
-
-        Closing the iterator early (a Stop button) cancels the run within one step and waits for it to end.
-        """
-        updates: queue.Queue = queue.Queue()
-        stop = threading.Event()
-        outcome: dict[str, object] = {}
-
-        def report(progress: Progress) -> bool:
-            updates.put(progress)
-            return stop.is_set()
-
-        def run() -> None:
-            try:
-                outcome["inversion"] = self.invert(aligned_face, settings, report)
-            except BaseException as error:  # handed over to the consumer, which raises it
-                outcome["error"] = error
-            finally:
-                updates.put(None)
-
-        # The caller's context (e.g. the web request) goes with the work, for schedulers such as ZeroGPU.
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="pti-invert", daemon=True)
-        worker.start()
-        try:
-            while (item := updates.get()) is not None:
-                yield item
-        finally:
-            stop.set()
-            worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        yield outcome["inversion"]
+    def _speed_context(self) -> contextlib.AbstractContextManager:
+        """The fast path's process-wide flags on the GPU (restored afterwards); nothing on the CPU."""
+        return speed_context(self._speed) if self._speed is not None else contextlib.nullcontext()
 
     # ----- edits -------------------------------------------------------------------------------------------------
 
@@ -352,7 +376,9 @@ class FaceEditor:
         generator = session.inversion.tuned.generator
         if self.device.type != "cpu":  # the session's own copy stays on the CPU; render from a device copy
             generator = copy.deepcopy(generator).to(self.device)
-        return tuple(chain.render(generator, session.inversion.pivot.ws, force_fp32=True))
+        force_fp32 = True if self._speed is None else self._speed.force_fp32
+        with self._speed_context():
+            return tuple(chain.render(generator, session.inversion.pivot.ws, force_fp32=force_fp32))
 
     def paste_back(self, photo: Photo, edited: Image.Image) -> Image.Image:
         """The original photo with the edited face pasted back where it was found."""
@@ -447,7 +473,8 @@ class FaceEditor:
         if self._generator is None or any(m.needed_for == "inversion" for m in self._missing):
             return None
         try:
-            return PTIPipeline(self._generator, device=self.device, lpips_pretrained=self.lpips_pretrained)
+            generator = self._generator if self._speed is None else prepare_generator(self._generator, self._speed)
+            return PTIPipeline(generator, device=self.device, lpips_pretrained=self.lpips_pretrained)
         except weights.WeightsError as error:
             self._record_missing("lpips", "inversion", error)
             return None

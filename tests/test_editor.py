@@ -248,3 +248,16 @@ def test_gpu_task_uses_spaces_gpu_when_installed(monkeypatch):
 
     assert gpu.gpu_task(duration=duration)(work) == ("wrapped", work)
     assert calls == [duration]
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_the_results_come_back_on_the_cpu(landmarks_model_path):
+    editor = FaceEditor("tiny", device="cuda", landmarks_path=landmarks_model_path, lpips_pretrained=False)
+    photo = editor.align(editor.load_photo((EXAMPLES / "astronaut.png").read_bytes()))
+    inversion = editor.invert(photo.aligned, QUICK)
+    assert all(p.device.type == "cpu" for p in inversion.tuned.generator.parameters())
+    assert inversion.pivot.w.device.type == "cpu"
+    session = EditingSession(photo=photo, inversion=inversion)
+    images = editor.render_chain(session, (editor.parse_edit("interfacegan:age", 2.0),))
+    assert len(images) == 2 and images[0].size == (32, 32)
+    assert all(p.device.type == "cpu" for p in inversion.tuned.generator.parameters())  # the session's copy stays
