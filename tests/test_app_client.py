@@ -371,3 +371,27 @@ def test_app_starts_without_the_default_model_and_says_what_is_missing(monkeypat
     finally:
         client.close()
         demo.close()
+
+
+def test_flags_default_to_environment_variables(monkeypatch):
+    monkeypatch.setenv("PTI_MODEL", "tiny")
+    monkeypatch.setenv("PTI_CONCURRENCY", "2")
+    monkeypatch.setenv("PTI_SHARE", "1")
+    options = app.parse_args(["--port", "7000", "--max-sessions", "3"])
+    assert (options.model, options.concurrency, options.share, options.port, options.max_sessions) == (
+        "tiny", 2, True, 7000, 3)
+    assert app.parse_args(["--model", "stylegan2-ffhq-512"]).model == "stylegan2-ffhq-512"  # a flag wins
+    monkeypatch.delenv("PTI_SHARE")
+    defaults = app.parse_args([])
+    assert (defaults.share, defaults.host, defaults.device, defaults.queue_size) == (False, None, "auto", 16)
+    with pytest.raises(SystemExit):
+        app.parse_args(["--concurrency", "0"])
+
+
+def test_messages_for_people_name_files_not_server_paths():
+    from alignment import LandmarkModelError
+
+    error = LandmarkModelError("/srv/cache/models/landmarks.dat is not dlib's shape_predictor_68_face_landmarks.dat")
+    assert app.readable_message(error) == "landmarks.dat is not dlib's shape_predictor_68_face_landmarks.dat"
+    unexpected = app.readable_message(KeyError("/srv/secret/thing"))
+    assert unexpected == "Something went wrong on the server (KeyError); it has been logged."
