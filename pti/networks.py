@@ -38,52 +38,67 @@ def modulated_conv2d(
     weight: torch.Tensor,
     styles: torch.Tensor,
     noise: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    out_gain: float = 1,
     up: int = 1,
     padding: int = 0,
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     flip_weight: bool = True,
-    fused_modconv: bool = True,
+    fused_modconv: bool | None = True,
 ) -> torch.Tensor:
-    """StyleGAN2's modulated (and demodulated) convolution of `x` (N, I, H, W) with `weight` (O, I, k, k).
+    """StyleGAN2's modulated convolution: `(conv(x, weight * styles [/ demod]) + noise + bias) * out_gain`.
 
-    `fused_modconv=True` builds one weight per sample and runs one grouped convolution; False scales the
-    activations before and after a shared convolution instead. Both compute the same function.
+    `x` is (N, I, H, W), `weight` (O, I, k, k), `styles` (N, I), `noise` broadcastable to the output, `bias` (O).
+    `fused_modconv=True` builds one weight per sample and runs one grouped convolution (bias included);
+    False scales the activations before and after a shared convolution. Both compute the same function;
+    None picks the cheaper: scaling the weights where they are smaller than the input activations.
     """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
+    if fused_modconv is None:
+        fused_modconv = x.shape[2] * x.shape[3] >= out_channels * kh * kw
     if x.dtype == torch.float16 and demodulate:  # pre-normalise (cancelled by demodulation) against fp16 overflow
         weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    w = None
-    dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # [N, O, I, k, k]
+    # Per-sample output scale [N, O]: the demodulation coefficients 1 / |weight * styles| (computed as a small
+    # matrix product instead of from N modulated weight tensors), times out_gain.
+    out_scale = None
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+        out_scale = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * out_gain
+    if noise is not None and out_gain != 1:
+        noise = noise * out_gain
+    if bias is not None:
+        bias = (bias * out_gain if out_gain != 1 else bias).to(x.dtype)
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight)
-        if demodulate and noise is not None:
-            return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1))
-        if demodulate:
-            return x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1)
-        if noise is not None:
-            return x.add_(noise.to(x.dtype))
-        return x
+        if out_scale is None and out_gain != 1:
+            out_scale = x.new_full([batch_size, out_channels], out_gain)
+        if out_scale is not None and noise is not None:
+            x = torch.addcmul(noise.to(x.dtype), x, out_scale.to(x.dtype).reshape(batch_size, -1, 1, 1))
+        elif out_scale is not None:
+            x = x * out_scale.to(x.dtype).reshape(batch_size, -1, 1, 1)
+        elif noise is not None:
+            x = x.add_(noise.to(x.dtype))
+        return x if bias is None else x.add_(bias.reshape(1, -1, 1, 1))
 
-    if demodulate:
-        w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
+    if out_scale is not None:
+        scale = styles.unsqueeze(1) * out_scale.unsqueeze(2)  # [N, O, I]
+    else:
+        scale = (styles * out_gain).unsqueeze(1)  # [N, 1, I]
+    w = weight.unsqueeze(0) * scale.reshape(*scale.shape, 1, 1)  # [N, O, I, k, k]
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
     x = conv2d_resample(
-        x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=batch_size, flip_weight=flip_weight
+        x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=batch_size, flip_weight=flip_weight,
+        bias=None if bias is None else bias.repeat(batch_size),
     )
     x = x.reshape(batch_size, -1, *x.shape[2:])
     if noise is not None:
-        x = x.add_(noise)
+        x = x.add_(noise.to(x.dtype))
     return x
 
 
@@ -216,7 +231,7 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True):
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool | None = True):
         """Apply the layer to `x` (N, in, H, W) with style input `w` (N, w_dim)."""
         styles = self.affine(w)
         noise = None
@@ -226,10 +241,11 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(
-            x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-            resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused_modconv=fused_modconv,
-        )
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain, clamp=self.conv_clamp)
+            x, self.weight, styles, noise=noise, bias=self.bias, out_gain=self.act_gain, up=self.up,
+            padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+            fused_modconv=fused_modconv,
+        )  # the activation's gain is applied here (act(v) * gain == act(v * gain) for these activations)
+        return bias_act(x, act=self.activation, gain=1, clamp=self.conv_clamp, inplace=True)
 
 
 class ToRGBLayer(nn.Module):
@@ -253,11 +269,11 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool | None = True) -> torch.Tensor:
         """Turn features `x` into an RGB image contribution, styled by `w`."""
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        x = modulated_conv2d(x, self.weight, styles, bias=self.bias, demodulate=False, fused_modconv=fused_modconv)
+        return x if self.conv_clamp is None else bias_act(x, clamp=self.conv_clamp, inplace=True)
 
 
 class SynthesisBlock(nn.Module):
@@ -313,15 +329,18 @@ class SynthesisBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the block on features `x` and image `img` from the previous block with its slice of W+ `ws`."""
         w_iter = iter(ws.unbind(dim=1))
-        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        on_cuda = ws.device.type == "cuda"
+        use_fp16 = self.use_fp16 and not force_fp32 and on_cuda
         dtype = torch.float16 if use_fp16 else torch.float32
-        memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
-        if fused_modconv is None:
+        # channels-last: on the CPU always (its convolutions are much faster so), on CUDA as the reference does
+        channels_last = not on_cuda or (self.channels_last and use_fp16)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if fused_modconv is None and on_cuda:  # the reference's choice; on the CPU each layer picks the cheaper
             fused_modconv = (not self.training) and (dtype == torch.float32 or ws.shape[0] == 1)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.to(memory_format=memory_format)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
         else:
             x = x.to(dtype=dtype, memory_format=memory_format)

@@ -42,6 +42,8 @@ UPFIRDN_CASES = [
     ((3, 2), (1, 2), (1, -1, 2, 0), [1, 2, 3, 4, 5], False, 0.5),
     ((2, 1), (2, 1), (-2, 3, 0, 1), [[1, 2, 0], [0, -1, 3]], True, 2.0),
     ((1, 2), (3, 1), (3, 0, -1, 2), [1, 4, 6, 4, 1, 2, 5, 7], False, 1.5),  # 8 taps: separable
+    ((1, 1), (2, 1), (3, 3, 1, 1), [1, 4, 6, 4, 1, 2, 5, 7], True, 1.0),
+    ((1, 1), (1, 1), (2, -1, 0, 3), [1, 4, 6, 4, 1, 2, 5, 7], False, 2.0),
 ]
 
 
@@ -62,7 +64,7 @@ def test_transposed_upfirdn2d_is_the_gradient(up, down, padding, taps, flip_filt
     """The transposed op the CUDA backward uses equals autograd's gradient of the reference op."""
     torch.manual_seed(1)
     f = setup_filter(taps, normalize=False)
-    x = torch.randn([1, 2, 6, 5], requires_grad=True)
+    x = torch.randn([1, 2, 9, 11], requires_grad=True)
     y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl="ref")
     dy = torch.randn_like(y)
     (grad_autograd,) = torch.autograd.grad(y, x, dy)
@@ -133,22 +135,63 @@ def explicit_bias_act(x, b, dim, act, alpha, gain, clamp):
     return v
 
 
-@pytest.mark.parametrize("act, alpha, gain, clamp, dim", [
+BIAS_ACT_CASES = [
+    # (act, alpha, gain, clamp, dim)
     ("linear", None, None, None, 1),
+    ("linear", None, 2.0, 0.7, 1),
     ("relu", None, None, 0.5, 1),
     ("lrelu", None, None, 1.0, 1),
     ("lrelu", 0.1, 0.7, None, 2),
     ("lrelu", None, 3.0, 0.25, 0),
-])
-def test_bias_act_ref_matches_formula(act, alpha, gain, clamp, dim):
+]
+DEFAULTS = {"linear": (0.0, 1.0), "relu": (0.0, 2**0.5), "lrelu": (0.2, 2**0.5)}  # (alpha, gain) per activation
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("act, alpha, gain, clamp, dim", BIAS_ACT_CASES)
+def test_bias_act_ref_matches_formula_values_and_gradients(act, alpha, gain, clamp, dim, inplace):
     torch.manual_seed(3)
-    x = torch.randn([4, 5, 6])
-    b = torch.randn([x.shape[dim]])
-    defaults = {"linear": (0.0, 1.0), "relu": (0.0, 2**0.5), "lrelu": (0.2, 2**0.5)}[act]
-    expected = explicit_bias_act(x, b, dim, act, defaults[0] if alpha is None else alpha,
-                                 defaults[1] if gain is None else gain, clamp)
-    y = bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="ref")
+    x0 = torch.randn([4, 5, 6], dtype=torch.float64)
+    b0 = torch.randn([x0.shape[dim]], dtype=torch.float64)
+    dy = torch.randn_like(x0)
+    alpha_value = DEFAULTS[act][0] if alpha is None else alpha
+    gain_value = DEFAULTS[act][1] if gain is None else gain
+
+    x, b = x0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    expected = explicit_bias_act(x, b, dim, act, alpha_value, gain_value, clamp)
+    expected_grads = torch.autograd.grad(expected, [x, b], dy)
+
+    x, b = x0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    source = x * 1  # a non-leaf, so that the in-place variant is allowed
+    y = bias_act(source, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="ref", inplace=inplace)
+    grads = torch.autograd.grad(y, [x, b], dy)
+    assert (y.data_ptr() == source.data_ptr()) == inplace
     torch.testing.assert_close(y, expected)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("act, alpha, gain, clamp, dim", BIAS_ACT_CASES)
+def test_bias_act_compile_formula_matches(act, alpha, gain, clamp, dim):
+    """The out-of-place expression used under torch.compile computes the same values."""
+    from pti.ops.bias_act import ACTIVATIONS, _bias_act_formula
+
+    torch.manual_seed(4)
+    x = torch.randn([3, 4, 5])
+    b = torch.randn([x.shape[dim]])
+    alpha_value = DEFAULTS[act][0] if alpha is None else alpha
+    gain_value = DEFAULTS[act][1] if gain is None else gain
+    got = _bias_act_formula(x, b, dim, ACTIVATIONS[act].code, alpha_value, gain_value, -1 if clamp is None else clamp)
+    torch.testing.assert_close(got, explicit_bias_act(x, b, dim, act, alpha_value, gain_value, clamp))
+
+
+def test_bias_act_leaves_input_alone_unless_inplace():
+    x = torch.randn([2, 3])
+    before = x.clone()
+    bias_act(x, act="lrelu", clamp=0.1)
+    torch.testing.assert_close(x, before)
+    y = bias_act(x, act="lrelu", clamp=0.1, inplace=True)
+    assert y.data_ptr() == x.data_ptr() and x.abs().max() <= 0.1
 
 
 def test_bias_act_without_bias_and_errors():
@@ -158,6 +201,8 @@ def test_bias_act_without_bias_and_errors():
         bias_act(x, act="gelu")
     with pytest.raises(ValueError, match="does not match"):
         bias_act(x, torch.zeros([4]))
+    with pytest.raises(ValueError, match="positive gain"):
+        bias_act(x, gain=-1.0)
     with pytest.raises(OpsImplError, match="impl must be"):
         bias_act(x, impl="triton")
     with pytest.raises(OpsImplError, match="needs a CUDA tensor"):

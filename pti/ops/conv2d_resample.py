@@ -15,9 +15,10 @@ def conv2d_resample(
     padding: int = 0,
     groups: int = 1,
     flip_weight: bool = True,
+    bias: torch.Tensor | None = None,
     impl: str = "auto",
 ) -> torch.Tensor:
-    """Convolve `x` with `w` (O, I/groups, k, k); with `up=2`, up-sample first using FIR filter `f`.
+    """Convolve `x` with `w` (O, I/groups, k, k), plus `bias` (O); with `up=2`, up-sample first using FIR filter `f`.
 
     `flip_weight=True` means correlation (what `F.conv2d` computes), False a true convolution.
     The up-sampling path is a stride-2 transposed convolution followed by the FIR filter, which is equal
@@ -29,7 +30,7 @@ def conv2d_resample(
     if up == 1:
         if not flip_weight:
             w = w.flip([2, 3])
-        return F.conv2d(x, w, padding=padding, groups=groups)
+        return F.conv2d(x, w, bias=bias, padding=padding, groups=groups)
     if up != 2 or f is None:
         raise ValueError(f"conv2d_resample supports up=1, or up=2 with a filter; got up={up}")
     fw = int(f.shape[-1])
@@ -45,4 +46,5 @@ def conv2d_resample(
         w = w.flip([2, 3])
     x = F.conv_transpose2d(x, w, stride=up, padding=transposed_pad, groups=groups)
     pad = [pad0 + transposed_pad, pad1 + transposed_pad] * 2
-    return upfirdn2d(x, f, padding=pad, gain=up**2, impl=impl)
+    x = upfirdn2d(x, f, padding=pad, gain=up**2, impl=impl)
+    return x if bias is None else x.add_(bias.reshape(1, -1, 1, 1))

@@ -108,26 +108,38 @@ def _upfirdn2d_ref(
     flip_filter: bool,
     gain: float,
 ) -> torch.Tensor:
-    """Reference upfirdn2d: zero insertion, pad/crop, depthwise conv2d, stride selection (plain PyTorch)."""
-    batch, channels, in_h, in_w = x.shape
+    """Reference upfirdn2d in plain PyTorch: a strided transposed depthwise convolution when up-sampling,
+    else a depthwise convolution (strided when down-sampling); padding goes into the convolution when symmetric."""
+    channels = x.shape[1]
     (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
-    if upx > 1 or upy > 1:
-        x = x.reshape([batch, channels, in_h, 1, in_w, 1])
-        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-        x = x.reshape([batch, channels, in_h * upy, in_w * upx])
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if upx > 1 or upy > 1:
+        f = torch.outer(f, f) if f.ndim == 1 else f
+        fw, fh = _filter_size(f)
+        weight = (f.flip([0, 1]) if flip_filter else f)[None, None].expand(channels, 1, fh, fw)
+        # The transposed convolution is the full convolution of the zero-inserted input; crop/pad it to the output.
+        crop = (fw - 1 - px0, fw - upx - px1, fh - 1 - py0, fh - upy - py1)
+        symmetric = crop[0] == crop[1] >= 0 and crop[2] == crop[3] >= 0
+        x = F.conv_transpose2d(x, weight, stride=(upy, upx), groups=channels,
+                               padding=(crop[2], crop[0]) if symmetric else 0)
+        if not symmetric:
+            x = F.pad(x, [-c for c in crop])
+        if downx > 1 or downy > 1:
+            x = x[:, :, ::downy, ::downx]
+        return x
+    symmetric = px0 == px1 >= 0 and py0 == py1 >= 0
+    if not symmetric:
+        x = F.pad(x, [px0, px1, py0, py1])  # negative padding crops
+    pad_y, pad_x = (py0, px0) if symmetric else (0, 0)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        x = F.conv2d(x, f[None, None].expand(channels, 1, *f.shape), groups=channels)
-    else:
-        x = F.conv2d(x, f[None, None, None, :].expand(channels, 1, 1, -1), groups=channels)
-        x = F.conv2d(x, f[None, None, :, None].expand(channels, 1, -1, 1), groups=channels)
-    if downx > 1 or downy > 1:
-        x = x[:, :, ::downy, ::downx]
-    return x
+        weight = f[None, None].expand(channels, 1, *f.shape)
+        return F.conv2d(x, weight, stride=(downy, downx), padding=(pad_y, pad_x), groups=channels)
+    x = F.conv2d(x, f[None, None, None, :].expand(channels, 1, 1, -1), stride=(1, downx), padding=(0, pad_x),
+                 groups=channels)
+    return F.conv2d(x, f[None, None, :, None].expand(channels, 1, -1, 1), stride=(downy, 1), padding=(pad_y, 0),
+                    groups=channels)
 
 
 def _cuda_filter(f: torch.Tensor, flip_filter: bool, gain: float) -> torch.Tensor:
