@@ -26,8 +26,8 @@ from pti.gpu import gpu_seconds, gpu_task
 from pti.losses import BACKBONE_WEIGHTS
 from pti.pipeline import PIVOT_METHODS, PTIPipeline
 from pti.progress import Progress
-from pti.tuning import TunedGenerator
 from pti.projector import Pivot
+from pti.tuning import TunedGenerator
 
 DEFAULT_MODEL = "stylegan2-ffhq-1024"
 TINY_MODEL = "tiny"
