@@ -9,9 +9,9 @@ Times, through the real public functions (`project_w`, `pivotal_tune`, `TunedGen
   still syncs, as in real use); `--quick` runs 1/25 of the steps and says so;
 - one render of an edit (InterfaceGAN direction, random demo library) by the tuned generator at full resolution.
 Peak GPU memory (`torch.cuda.max_memory_allocated`) per row on CUDA. The generator has random FFHQ-shaped weights
-(z = w = 512, 8 mapping layers, channel_base 32768, channel_max 512, num_fp16_res 4, conv_clamp 256; a smaller
-`--resolution` keeps FFHQ's channels per resolution with fewer blocks), LPIPS random backbones (same cost as the
-pretrained ones). `--tiny` is a small generator for a CPU smoke run. Writes JSON and a markdown table.
+(z = w = 512, 8 mapping layers, channel_base 32768, channel_max 512, num_fp16_res 4, conv_clamp 256; below 512 px
+channel_base 16384, as bench/generator.py and StyleGAN2-ADA's 256 px configuration), LPIPS random backbones (same
+cost as the pretrained ones). `--tiny` is a small generator for a CPU smoke run. Writes JSON and a markdown table.
 
     python bench/pti.py [--device auto|cpu|cuda] [--resolution 1024] [--out FILE.json] [--markdown FILE.md]
                         [--quick] [--tiny] [--steps 20] [--preset-steps 450 350] [--ablate]
@@ -57,10 +57,12 @@ ISSUE_TARGETS = {"paper_preset_s": 10.0, "speedup": 5.0, "edit_render_s": 0.020,
 
 
 def ffhq_shape(resolution: int) -> dict:
-    """Constructor arguments of an FFHQ-shaped StyleGAN2-ADA generator (FFHQ's channels per resolution)."""
+    """Constructor arguments of an FFHQ-shaped StyleGAN2-ADA generator (channel_base 16384 below 512 px)."""
+    channel_base = 32768 if resolution >= 512 else 16384
     return dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
                 mapping_kwargs={"num_layers": 8},
-                synthesis_kwargs={"channel_base": 32768, "channel_max": 512, "num_fp16_res": 4, "conv_clamp": 256})
+                synthesis_kwargs={"channel_base": channel_base, "channel_max": 512, "num_fp16_res": 4,
+                                  "conv_clamp": 256})
 
 
 def tiny_shape(resolution: int) -> dict:
@@ -285,16 +287,26 @@ def ablation_variants() -> dict[str, SpeedSettings]:
     return variants
 
 
-def machine_description(device: torch.device) -> dict:
-    """What the numbers were measured on."""
+def machine_description(device: torch.device, load_before: tuple[float, ...]) -> dict:
+    """What the numbers were measured on (with the load averages before and after the run)."""
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average": os.getloadavg()}
+            "platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "load_average_before": load_before,
+            "load_average_after": os.getloadavg()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info.update(gpu=properties.name, gpu_memory_bytes=properties.total_memory, cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version())
     return info
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 def cuda_ops_status(device: torch.device) -> str:
@@ -360,7 +372,8 @@ def _gigabytes(value: int | None) -> str:
 def markdown(report: dict) -> str:
     """The report as a markdown section: machine, table of both paths with ratios, targets, ablation."""
     machine = report["machine"]
-    where = machine.get("gpu", f"CPU ({machine['cpu_count']} cores, load average {machine['load_average'][0]:.1f})")
+    load = f"load average {machine['load_average_before'][0]:.1f} before, {machine['load_average_after'][0]:.1f} after"
+    where = machine.get("gpu", f"CPU ({machine['cpu_count']} cores, {load})")
     lines = [
         f"PTI speed, reference path vs fast path: {where}, torch {machine['torch']}, "
         f"{report['generator']} generator at {report['resolution']} px, {report['date']}.",
@@ -448,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
         target = G.synthesis(G.mapping(z, None, truncation_psi=0.7), noise_mode="const", force_fp32=True).clamp(-1, 1)
 
     paths = {"reference": REFERENCE_SETTINGS, "fast": FAST_SETTINGS, **(ablation_variants() if args.ablate else {})}
-    state_before = backend_state()
+    state_before, load_before = backend_state(), os.getloadavg()
     results = Bench(paths, G, target, vgg, alex, plan, device).run()
     if backend_state() != state_before:
         raise RuntimeError(f"backend flags not restored: {state_before} -> {backend_state()}")
@@ -460,7 +473,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "bench/pti.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine_description(device),
+        "machine": machine_description(device, load_before),
         "generator": "tiny" if args.tiny else "FFHQ-shaped (random weights)", "generator_kwargs": init_kwargs,
         "resolution": resolution, "quick": args.quick, "plan": dataclasses.asdict(plan),
         "cuda_ops": cuda_ops_status(device),

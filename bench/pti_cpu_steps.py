@@ -5,7 +5,7 @@ intervals of short runs, so setup is excluded), and as the baseline one synthesi
 wall and process CPU seconds (CPU time is less sensitive to other load on a shared machine).
 LPIPS backbones are random (same cost as pretrained). Writes bench/results/pti_cpu_steps.json.
 
-    python bench/pti_cpu_steps.py [--steps 4] [--threads N]
+    python -m bench.pti_cpu_steps [--steps 4] [--threads N]     (from the repository root)
 """
 from __future__ import annotations
 

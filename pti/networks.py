@@ -90,13 +90,16 @@ def modulated_conv2d(
     else:
         scale = (styles * out_gain).unsqueeze(1)  # [N, 1, I]
     w = weight.unsqueeze(0) * scale.reshape(*scale.shape, 1, 1)  # [N, O, I, k, k]
-    x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
+    if batch_size > 1:  # the batch becomes the groups of one grouped convolution
+        x = x.reshape(1, -1, *x.shape[2:])
+        bias = None if bias is None else bias.repeat(batch_size)
     x = conv2d_resample(
         x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=batch_size, flip_weight=flip_weight,
-        bias=None if bias is None else bias.repeat(batch_size),
+        bias=bias,
     )
-    x = x.reshape(batch_size, -1, *x.shape[2:])
+    if batch_size > 1:
+        x = x.reshape(batch_size, -1, *x.shape[2:])
     if noise is not None:
         x = x.add_(noise.to(x.dtype))
     return x
@@ -332,9 +335,7 @@ class SynthesisBlock(nn.Module):
         on_cuda = ws.device.type == "cuda"
         use_fp16 = self.use_fp16 and not force_fp32 and on_cuda
         dtype = torch.float16 if use_fp16 else torch.float32
-        # channels-last: on the CPU always (its convolutions are much faster so), on CUDA as the reference does
-        channels_last = not on_cuda or (self.channels_last and use_fp16)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
         if fused_modconv is None and on_cuda:  # the reference's choice; on the CPU each layer picks the cheaper
             fused_modconv = (not self.training) and (dtype == torch.float32 or ws.shape[0] == 1)
 

@@ -88,15 +88,19 @@ def _sum_except(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _grad_from_output(grad_y: torch.Tensor, y: torch.Tensor, code: int, alpha: float, gain: float, clamp: float):
-    """Gradient of bias_act w.r.t. its input, from the output `y` (valid for the supported activations, gain > 0)."""
-    if code == ACTIVATIONS["lrelu"].code:
-        grad = torch.where(y > 0, grad_y * gain, grad_y * (gain * alpha))
-    elif code == ACTIVATIONS["relu"].code:
-        grad = torch.where(y > 0, grad_y * gain, torch.zeros_like(grad_y))
-    else:
-        grad = grad_y * gain
+    """Gradient of bias_act w.r.t. its input, from the output `y` (valid for the supported activations, gain > 0).
+
+    The sign of `y` is the sign of the activation's input, and |y| >= clamp where the clamp was active.
+    """
+    grad = grad_y
     if clamp >= 0:
-        grad = grad.masked_fill_((y >= clamp) | (y <= -clamp), 0)
+        grad = torch.ops.aten.hardtanh_backward(grad, y, -clamp, clamp)
+    if code == ACTIVATIONS["lrelu"].code:
+        grad = torch.ops.aten.leaky_relu_backward(grad, y, alpha, True)
+    elif code == ACTIVATIONS["relu"].code:
+        grad = torch.ops.aten.threshold_backward(grad, y, 0)
+    if gain != 1:
+        grad = grad * gain
     return grad
 
 
