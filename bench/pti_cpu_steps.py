@@ -5,25 +5,31 @@ intervals of short runs, so setup is excluded), and as the baseline one synthesi
 wall and process CPU seconds (CPU time is less sensitive to other load on a shared machine).
 LPIPS backbones are random (same cost as pretrained). Writes bench/results/pti_cpu_steps.json.
 
-    python -m bench.pti_cpu_steps [--steps 4] [--threads N]     (from the repository root)
+    python bench/pti_cpu_steps.py [--steps 4] [--threads N]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
-import torch
+_BENCH_DIR = Path(__file__).resolve().parent
+if __name__ == "__main__":  # `python bench/pti_cpu_steps.py` puts bench/ first on sys.path, where pti.py shadows `pti`
+    sys.path[:] = [str(_BENCH_DIR.parent)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _BENCH_DIR]
 
-from pti.config import ProjectionConfig, preset
-from pti.losses import build_lpips
-from pti.networks import Generator
-from pti.projector import project_w
-from pti.tuning import pivotal_tune
+import argparse  # noqa: E402 - after the sys.path fix above
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from pti.config import ProjectionConfig, preset  # noqa: E402
+from pti.losses import build_lpips  # noqa: E402
+from pti.networks import Generator  # noqa: E402
+from pti.projector import project_w  # noqa: E402
+from pti.tuning import pivotal_tune  # noqa: E402
 
 FFHQ_SHAPE = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3,
                   mapping_kwargs={"num_layers": 8},
@@ -81,7 +87,7 @@ def main() -> None:
                     "torch": torch.__version__, "platform": platform.platform()},
         "steps_per_run": args.steps,
     }
-    out = Path(__file__).parent / "results" / "pti_cpu_steps.json"
+    out = _BENCH_DIR / "results" / "pti_cpu_steps.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     for name, (wall, cpu) in results.items():
