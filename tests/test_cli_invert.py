@@ -1,7 +1,6 @@
 """`invert` and `eval` sub-commands end to end on a real photo with the tiny generator and random LPIPS backbones."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -9,17 +8,8 @@ import pytest
 from conftest import FACES_DIR
 from PIL import Image
 
-from pti.commands import evaluate, invert
+from pti.cli import main as run_cli
 from pti.tuning import TunedGenerator
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    invert.register(subparsers)
-    evaluate.register(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.fixture()
