@@ -90,7 +90,7 @@ def modulated_conv2d(
     else:
         scale = (styles * out_gain).unsqueeze(1)  # [N, 1, I]
     w = weight.unsqueeze(0) * scale.reshape(*scale.shape, 1, 1)  # [N, O, I, k, k]
-    if kh == kw == 1 and up == 1 and padding == 0:  # 1x1 (ToRGB): a batched matrix product beats a convolution
+    if kh == kw == 1 and up == 1 and padding == 0 and x.is_contiguous():  # 1x1 (ToRGB): a matrix product is faster
         x_flat = x.reshape(batch_size, in_channels, -1)
         w_flat = w.reshape(batch_size, out_channels, in_channels).to(x.dtype)
         y = torch.bmm(w_flat, x_flat) if bias is None else torch.baddbmm(bias.reshape(1, -1, 1), w_flat, x_flat)

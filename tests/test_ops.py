@@ -254,8 +254,10 @@ def test_import_builds_nothing():
 
 @pytest.fixture()
 def cuda_ops(monkeypatch):
-    """The CUDA plugin, built (or loaded from the cache); fails the test if it cannot be built."""
+    """The CUDA plugin, built (or loaded from the cache), with TF32 off so that float32 references are exact."""
     monkeypatch.delenv(cuda_plugin.IMPL_ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     plugin = load_cuda_extension()
     assert plugin is not None, "the CUDA ops plugin did not build"
     return plugin
@@ -266,26 +268,50 @@ def _tolerance(dtype):
     return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 1e-2}
 
 
+def away_from_kinks(v, act, alpha, gain, clamp, margin=0.01):
+    """Move pre-activation values at least `margin` away from the kinks of bias_act (where the slope jumps),
+    so that float16 rounding cannot put the reference and the kernel on different sides of one."""
+    kinks = [] if act == "linear" else [0.0]
+    if clamp is not None:
+        kinks += [clamp / gain] + ([-clamp / gain] if act == "linear" else [])
+        kinks += [-clamp / (alpha * gain)] if act == "lrelu" else []
+    for kink in kinks:
+        near = (v - kink).abs() < margin
+        v = torch.where(near, v + 2 * margin * torch.where(v >= kink, 1.0, -1.0), v)
+    return v
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("act, alpha, gain, clamp, dim, with_bias", [
-    ("linear", None, None, None, 1, True),
-    ("linear", None, None, 0.3, 1, False),
-    ("relu", None, None, None, 1, True),
-    ("lrelu", None, None, 1.0, 1, True),
-    ("lrelu", 0.1, 0.7, None, 3, True),
-    ("lrelu", None, 2.0, 0.5, 0, True),
+@pytest.mark.parametrize("act, alpha, gain, clamp, dim, with_bias, layout", [
+    ("linear", None, None, None, 1, True, "contiguous"),
+    ("linear", None, None, 0.3, 1, False, "contiguous"),
+    ("relu", None, None, None, 1, True, "contiguous"),
+    ("lrelu", None, None, 1.0, 1, True, "contiguous"),
+    ("lrelu", None, None, 1.0, 1, True, "channels_last"),
+    ("lrelu", 0.1, 0.7, None, 3, True, "contiguous"),
+    ("lrelu", None, 2.0, 0.5, 0, True, "channels_last"),
 ])
-def test_bias_act_cuda_matches_ref(cuda_ops, dtype, act, alpha, gain, clamp, dim, with_bias):
+@pytest.mark.parametrize("inplace", [False, True])
+def test_bias_act_cuda_matches_ref(cuda_ops, dtype, act, alpha, gain, clamp, dim, with_bias, layout, inplace):
     torch.manual_seed(4)
-    x = torch.randn([3, 17, 9, 11], device="cuda", dtype=dtype)
-    b = torch.randn([x.shape[dim]], device="cuda", dtype=dtype) if with_bias else None
+    alpha_value = DEFAULTS[act][0] if alpha is None else alpha
+    gain_value = DEFAULTS[act][1] if gain is None else gain
+    shape = [3, 17, 9, 11]
+    b = torch.randn([shape[dim]], device="cuda") if with_bias else torch.zeros([shape[dim]], device="cuda")
+    v = away_from_kinks(torch.randn(shape, device="cuda") * 1.5, act, alpha_value, gain_value, clamp)
+    x = (v - b.reshape([-1 if i == dim else 1 for i in range(4)])).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    b = b.to(dtype) if with_bias else None
+    dy = torch.randn(shape, device="cuda", dtype=dtype)
     results = {}
     for impl in ("ref", "cuda"):
         xi = x.clone().requires_grad_(True)
         bi = b.clone().requires_grad_(True) if b is not None else None
-        y = bias_act(xi, bi, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
-        dy = torch.randn(y.shape, generator=torch.Generator("cuda").manual_seed(5), device="cuda", dtype=dtype)
+        source = xi * 1  # a non-leaf, so that the in-place variant is allowed
+        y = bias_act(source, bi, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl, inplace=inplace)
+        assert (y.data_ptr() == source.data_ptr()) == inplace
         inputs = [xi] + ([bi] if bi is not None else [])
         results[impl] = (y, *torch.autograd.grad(y, inputs, dy))
     for ref, cuda in zip(results["ref"], results["cuda"]):
