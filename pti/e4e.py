@@ -35,12 +35,16 @@ class E4EInputError(ValueError):
     """An image or tensor that the e4e encoder cannot take."""
 
 
+class E4EGeneratorMismatchError(ValueError):
+    """An e4e encoder whose W+ codes do not fit the generator (another number of layers or another w_dim)."""
+
+
 @dataclass(frozen=True)
 class E4ECheckpoint:
     """The parts of an e4e checkpoint we use: encoder weights (prefix stripped), `latent_avg`, training options."""
 
     encoder_state_dict: dict[str, torch.Tensor]  # released key names, e.g. "body.0.res_layer.1.weight"
-    latent_avg: torch.Tensor  # (num_styles, 512) average W+ added to the encoder's codes
+    latent_avg: torch.Tensor  # (num_styles, style_dim) average W+ added to the encoder's codes (512 wide released)
     opts: dict  # training options; an argparse.Namespace in older files is converted to a dict
 
 
@@ -86,11 +90,12 @@ def read_e4e_checkpoint(path: str | Path) -> E4ECheckpoint:
         not isinstance(latent_avg, torch.Tensor)
         or latent_avg.ndim != 2
         or latent_avg.shape[0] <= FIRST_FINE_STYLE
-        or latent_avg.shape[1] != STYLE_DIM
+        or latent_avg.shape[1] < 1
     ):
         found = tuple(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
         raise E4ECheckpointError(
-            f"{path}: expected 'latent_avg' of shape (num_styles > {FIRST_FINE_STYLE}, {STYLE_DIM}), got {found}"
+            f"{path}: expected 'latent_avg' of shape (num_styles > {FIRST_FINE_STYLE}, style_dim; {STYLE_DIM} "
+            f"released), got {found}"
         )
     opts = checkpoint.get("opts", {})
     opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts
@@ -107,10 +112,11 @@ def read_e4e_checkpoint(path: str | Path) -> E4ECheckpoint:
     return E4ECheckpoint(encoder_state_dict=encoder_state_dict, latent_avg=latent_avg.float(), opts=opts)
 
 
-def build_encoder(state_dict: dict[str, torch.Tensor], num_styles: int = 18) -> Encoder4Editing:
+def build_encoder(state_dict: dict[str, torch.Tensor], num_styles: int = 18,
+                  style_dim: int = STYLE_DIM) -> Encoder4Editing:
     """An eval-mode, frozen Encoder4Editing holding `state_dict` (released key names; every key and shape checked)."""
     with torch.device("meta"):  # no memory and no random init for weights that are replaced right away
-        encoder = Encoder4Editing(num_styles)
+        encoder = Encoder4Editing(num_styles, style_dim)
     expected = encoder.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
@@ -127,7 +133,8 @@ def build_encoder(state_dict: dict[str, torch.Tensor], num_styles: int = 18) -> 
     ]
     if problems:
         summary = "; ".join(problems)
-        raise E4ECheckpointError(f"encoder weights do not match the e4e encoder ({num_styles} styles); {summary}")
+        raise E4ECheckpointError(
+            f"encoder weights do not match the e4e encoder ({num_styles} styles of {style_dim}); {summary}")
     # Contiguous tensors (zero-stride views are materialised) in the module's dtypes (int64 for num_batches_tracked).
     weights = {key: state_dict[key].to(dtype=value.dtype).contiguous() for key, value in expected.items()}
     encoder.load_state_dict(weights, strict=True, assign=True)
@@ -149,12 +156,26 @@ class E4E:
     """The e4e encoder with its checkpoint's `latent_avg`: aligned face -> W+ pivot in one forward pass."""
 
     encoder: Encoder4Editing  # released key names; encoder(x) gives the codes before latent_avg
-    latent_avg: torch.Tensor  # (num_styles, 512)
+    latent_avg: torch.Tensor  # (num_styles, style_dim)
 
     @property
     def num_styles(self) -> int:
         """Number of W+ layers produced (18 for a 1024 px generator)."""
         return self.encoder.num_styles
+
+    @property
+    def style_dim(self) -> int:
+        """Width of each W+ code (512 for the released encoder: the FFHQ generator's w_dim)."""
+        return self.encoder.style_dim
+
+    def check_fits(self, num_ws: int, w_dim: int) -> None:
+        """Raise `E4EGeneratorMismatchError` unless the codes are (num_ws, w_dim), the generator's W+ shape."""
+        if (self.num_styles, self.style_dim) != (num_ws, w_dim):
+            raise E4EGeneratorMismatchError(
+                f"the e4e encoder gives W+ codes of shape ({self.num_styles}, {self.style_dim}) but the generator "
+                f"takes ({num_ws}, {w_dim}): the released e4e-ffhq-encode fits only the FFHQ 1024 px generator "
+                "(18 x 512); use the W projection pivot ('w') with this generator"
+            )
 
     @property
     def device(self) -> torch.device:
@@ -168,7 +189,7 @@ class E4E:
         return self
 
     def invert_tensor(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, 256, 256) in [-1, 1] -> W+ pivots (N, num_styles, 512), float32, on the encoder's device."""
+        """Images (N, 3, 256, 256) in [-1, 1] -> W+ pivots (N, num_styles, style_dim), float32, on its device."""
         expected_shape = (3, INPUT_RESOLUTION, INPUT_RESOLUTION)
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1:] != expected_shape:
             found = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -186,7 +207,7 @@ class E4E:
             return (codes + self.latent_avg).float()
 
     def invert(self, image: Image.Image) -> torch.Tensor:
-        """Aligned face (PIL, any size; resized to 256 as the release does) -> W+ pivot (1, num_styles, 512)."""
+        """Aligned face (PIL, any size; resized to 256 as the release does) -> W+ pivot (1, num_styles, style_dim)."""
         return self.invert_tensor(e4e_input_tensor(image))
 
 
@@ -203,7 +224,8 @@ def load_e4e(
         path = resolve(E4E_WEIGHTS_KEY)
     checkpoint = read_e4e_checkpoint(path)
     try:
-        encoder = build_encoder(checkpoint.encoder_state_dict, num_styles=checkpoint.latent_avg.shape[0])
+        num_styles, style_dim = checkpoint.latent_avg.shape
+        encoder = build_encoder(checkpoint.encoder_state_dict, num_styles=num_styles, style_dim=style_dim)
     except E4ECheckpointError as error:
         raise E4ECheckpointError(f"{path}: {error}") from None
     return E4E(encoder=encoder, latent_avg=checkpoint.latent_avg).to(device, dtype)

@@ -21,7 +21,8 @@ COARSE_FEATURE_UNIT = 23
 FIRST_MIDDLE_STYLE = 3
 FIRST_FINE_STYLE = 7
 INPUT_RESOLUTION = 256
-STYLE_DIM = 512
+STYLE_DIM = 512  # the released encoder's style width (the FFHQ generator's w_dim)
+PYRAMID_CHANNELS = 512  # channels of the feature pyramid the style heads read (fixed by the backbone)
 
 
 def num_styles_for_resolution(stylegan_resolution: int) -> int:
@@ -114,13 +115,19 @@ def upsample_add(coarse: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
 
 
 class Encoder4Editing(nn.Module):
-    """e4e encoder: 256x256 image in [-1, 1] -> W+ offsets (N, num_styles, 512), before `latent_avg` is added."""
+    """e4e encoder: 256x256 image in [-1, 1] -> W+ offsets (N, num_styles, style_dim), before `latent_avg` is added.
 
-    def __init__(self, num_styles: int = 18):
+    `style_dim` is the generator's w_dim (512 in the release); only the style heads' widths depend on it.
+    """
+
+    def __init__(self, num_styles: int = 18, style_dim: int = STYLE_DIM):
         super().__init__()
         if num_styles <= FIRST_FINE_STYLE:
             raise ValueError(f"num_styles must be more than {FIRST_FINE_STYLE}, got {num_styles}")
+        if style_dim < 1:
+            raise ValueError(f"style_dim must be at least 1, got {style_dim}")
         self.num_styles = num_styles
+        self.style_dim = style_dim
         self.input_layer = nn.Sequential(nn.Conv2d(3, 64, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
         units = []
         for in_channels, out_channels, num_units in IR_SE_50_STAGES:
@@ -130,12 +137,12 @@ class Encoder4Editing(nn.Module):
         self.styles = nn.ModuleList()
         for index in range(num_styles):
             spatial = 16 if index < FIRST_MIDDLE_STYLE else 32 if index < FIRST_FINE_STYLE else 64
-            self.styles.append(GradualStyleBlock(STYLE_DIM, STYLE_DIM, spatial))
-        self.latlayer1 = nn.Conv2d(256, 512, kernel_size=1, stride=1, padding=0)
-        self.latlayer2 = nn.Conv2d(128, 512, kernel_size=1, stride=1, padding=0)
+            self.styles.append(GradualStyleBlock(PYRAMID_CHANNELS, style_dim, spatial))
+        self.latlayer1 = nn.Conv2d(256, PYRAMID_CHANNELS, kernel_size=1, stride=1, padding=0)
+        self.latlayer2 = nn.Conv2d(128, PYRAMID_CHANNELS, kernel_size=1, stride=1, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, 256, 256) in [-1, 1] -> codes (N, num_styles, 512): w0 on every layer plus per-layer deltas."""
+        """Images (N, 3, 256, 256) in [-1, 1] -> codes (N, num_styles, style_dim): w0 on every layer plus deltas."""
         x = self.input_layer(x)
         for index, unit in enumerate(self.body):
             x = unit(x)

@@ -13,16 +13,18 @@ from PIL import Image
 
 from alignment import AlignedFace, align_face, load_image
 from pti.config import PTIConfig, ProjectionConfig, TuningConfig, preset
+from pti.e4e import E4E, load_e4e
 from pti.images import pil_to_tensor, tensor_to_pil
 from pti.losses import build_lpips
 from pti.metrics import IdentityModel, ReconstructionMetrics, reconstruction_metrics
-from pti.progress import Progress, ProgressCallback
+from pti.progress import Progress, ProgressCallback, ProgressReporter
 from pti.projector import Pivot, project_w
 from pti.tuning import TunedGenerator, canonical_device, pivotal_tune
 
-# Ways to find the pivot; the default is the paper's W projection.
-PIVOT_METHODS: tuple[str, ...] = ("w",)
+# Ways to find the pivot: the paper's W projection (the default), or the e4e encoder's W+ code (one forward pass).
+PIVOT_METHODS: tuple[str, ...] = ("w", "e4e")
 ImageInput = Union[str, os.PathLike, Image.Image, AlignedFace]
+E4ESource = Union[E4E, str, os.PathLike, None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,8 +46,9 @@ class InversionResult:
 
     identities: tuple[IdentityReconstruction, ...]
     tuned: TunedGenerator
-    projection_s: float  # wall time of finding the pivot(s)
+    projection_s: float  # wall time of finding the pivot(s): the W projection, or the e4e encoding (load excluded)
     tuning_s: float  # wall time of the tuning
+    pivot_method: str = "w"  # how the pivots were found: "w" (W projection) or "e4e" (encoder)
 
     def _single(self) -> IdentityReconstruction:
         if len(self.identities) != 1:
@@ -94,12 +97,13 @@ class PTIPipeline:
     def __init__(self, generator: str | os.PathLike | torch.nn.Module = "stylegan2-ffhq-1024", *,
                  device: torch.device | str = "cpu", config: PTIConfig | None = None, lpips_pretrained: bool = True,
                  predictor_path: str | os.PathLike | None = None,
-                 identity_model_path: str | os.PathLike | None = None) -> None:
+                 identity_model_path: str | os.PathLike | None = None, e4e: E4ESource = None) -> None:
         """Load the generator (registry name, file, or a Generator module) and LPIPS-VGG/AlexNet on `device`.
 
         `lpips_pretrained=False` uses random LPIPS backbones (tests only). `predictor_path`: dlib 68-landmark
         model for alignment (default: the registry). `identity_model_path`: dlib face-recognition model; when
-        given, metrics include the identity distance.
+        given, metrics include the identity distance. `e4e`: the encoder for e4e pivots, an `E4E` or a checkpoint
+        file; None: the registry's "e4e-ffhq-encode". Either way it is loaded only when an e4e pivot is asked for.
         """
         self.device = canonical_device(device)
         if isinstance(generator, torch.nn.Module):
@@ -115,7 +119,10 @@ class PTIPipeline:
         self.lpips_alex = build_lpips("alex", pretrained=lpips_pretrained, device=self.device)
         self.predictor_path = predictor_path
         self.identity = IdentityModel(identity_model_path, predictor_path) if identity_model_path else None
+        self._e4e_source = e4e
+        self._e4e: E4E | None = None
         self._step_times: StepTimes | None = None
+        self._e4e_seconds: float | None = None
 
     @property
     def resolution(self) -> int:
@@ -134,13 +141,47 @@ class PTIPipeline:
             aligned, picture = None, load_image(image)
         return aligned, pil_to_tensor(picture, size=self.resolution)
 
+    def load_e4e(self) -> E4E:
+        """The e4e encoder on this pipeline's device, loaded on the first call and checked against the generator.
+
+        Raises `E4EGeneratorMismatchError` when its W+ codes are not (num_ws, w_dim) of the generator, and the
+        loader's errors (`WeightsError`, `E4ECheckpointError`, `FileNotFoundError`) when it cannot be read; a
+        failed load is not remembered, so a later call tries again.
+        """
+        if self._e4e is None:
+            source = self._e4e_source
+            e4e = source if isinstance(source, E4E) else load_e4e(source, device=self.device)
+            e4e.check_fits(self.generator.num_ws, self.generator.w_dim)
+            self._e4e = e4e.to(self.device)
+        return self._e4e
+
     def find_pivot(self, target: torch.Tensor, *, method: str = "w", config: ProjectionConfig | None = None,
-                   callback: ProgressCallback | None = None, seed: int = 0) -> Pivot:
-        """The pivot of one (1, 3, R, R) target by `method` ('w': the paper's W projection)."""
+                   callback: ProgressCallback | None = None, seed: int = 0,
+                   face: Image.Image | None = None) -> Pivot:
+        """The pivot of one (1, 3, R, R) target by `method`: 'w' (the paper's W projection) or 'e4e' (encoder).
+
+        The e4e encoder reads `face` (the aligned face at its own size; default: the target) and reports as one
+        "projection" step; `config` and `seed` are for the projection only.
+        """
         if method not in PIVOT_METHODS:
             raise ValueError(f"unknown pivot method {method!r}; available: {list(PIVOT_METHODS)}")
+        if method == "e4e":
+            return self._e4e_pivot(target, face, callback)
         return project_w(self.generator, target, config or self.config.projection, device=self.device, seed=seed,
                          callback=callback, lpips=self.lpips_vgg)
+
+    def _e4e_pivot(self, target: torch.Tensor, face: Image.Image | None,
+                   callback: ProgressCallback | None) -> Pivot:
+        """One e4e forward pass -> W+ pivot; the callback gets one step with the pivot's rendering as preview."""
+        e4e = self.load_e4e()
+        reporter = ProgressReporter(callback, "projection", 1, report_every=1, preview_every=1)
+        ws = e4e.invert(face if face is not None else tensor_to_pil(target)[0])
+        preview = None
+        if reporter.active:
+            with torch.no_grad():
+                preview = self.generator.synthesis(ws.to(self.device), noise_mode="const", force_fp32=True)
+        reporter.step(1, {}, preview)
+        return Pivot(w=ws.detach().cpu().float(), num_ws=self.generator.num_ws, source="e4e")
 
     def tune(self, targets: torch.Tensor, pivots: Sequence[Pivot], *, config: TuningConfig | None = None,
              callback: ProgressCallback | None = None, seed: int = 0) -> TunedGenerator:
@@ -164,6 +205,8 @@ class PTIPipeline:
             raise ValueError(f"unknown pivot method {pivot!r}; available: {list(PIVOT_METHODS)}")
         if not images:
             raise ValueError("invert_many needs at least one image")
+        if pivot == "e4e":
+            self.load_e4e()  # first use: load and check the encoder before any work (and outside the timing)
         face_indices = list(face_indices) if face_indices is not None else [None] * len(images)
         if len(face_indices) != len(images):
             raise ValueError(f"{len(images)} images but {len(face_indices)} face indices")
@@ -171,8 +214,9 @@ class PTIPipeline:
         targets = torch.cat([target for _, target in prepared])
 
         start = time.perf_counter()
-        pivots = [self.find_pivot(target, method=pivot, config=config.projection, callback=callback, seed=seed + i)
-                  for i, target in enumerate(targets.split(1))]
+        pivots = [self.find_pivot(target, method=pivot, config=config.projection, callback=callback, seed=seed + i,
+                                  face=aligned.image if aligned is not None else None)
+                  for i, (target, (aligned, _)) in enumerate(zip(targets.split(1), prepared))]
         projection_s = time.perf_counter() - start
         tuned = self.tune(targets, pivots, config=config.tuning, callback=callback, seed=seed)
         tuning_s = time.perf_counter() - start - projection_s
@@ -190,7 +234,8 @@ class PTIPipeline:
             for (aligned, target), p, image_before, image_after, m_before, m_after in zip(
                 prepared, pivots, tensor_to_pil(before), tensor_to_pil(after), metrics_before, metrics_after)
         )
-        return InversionResult(identities=identities, tuned=tuned, projection_s=projection_s, tuning_s=tuning_s)
+        return InversionResult(identities=identities, tuned=tuned, projection_s=projection_s, tuning_s=tuning_s,
+                               pivot_method=pivot)
 
     def measure_step_times(self, *, steps: int = 3) -> StepTimes:
         """Time short projection and tuning runs (without and with the regulariser) on a rendered target."""
@@ -220,8 +265,26 @@ class PTIPipeline:
             locality_extra=max(0.0, tuning_steps[True] - tuning_steps[False]),
         )
 
-    def estimate_seconds(self, config: PTIConfig | None = None, *, num_identities: int = 1) -> float:
-        """Estimated wall time of `invert`/`invert_many` with `config`, from step times measured once (lazily)."""
+    def measure_e4e_seconds(self) -> float:
+        """Seconds of one e4e pivot (encoder pass on a rendered face), after a warm-up pass; loads the encoder."""
+        e4e = self.load_e4e()
+        with torch.no_grad():
+            w_avg = self.generator.mapping.w_avg.reshape(1, 1, -1).repeat(1, self.generator.num_ws, 1)
+            face = tensor_to_pil(self.generator.synthesis(w_avg, noise_mode="const", force_fp32=True))[0]
+        e4e.invert(face)
+        start = time.perf_counter()
+        e4e.invert(face)
+        return time.perf_counter() - start
+
+    def estimate_seconds(self, config: PTIConfig | None = None, *, num_identities: int = 1,
+                         pivot: str = "w") -> float:
+        """Estimated wall time of `invert`/`invert_many` with `config`, from step times measured once (lazily).
+
+        With `pivot='e4e'` the pivot costs one encoder pass (timed once; this loads the encoder) instead of the
+        projection's steps.
+        """
+        if pivot not in PIVOT_METHODS:
+            raise ValueError(f"unknown pivot method {pivot!r}; available: {list(PIVOT_METHODS)}")
         config = config or self.config
         if self._step_times is None:
             self._step_times = self.measure_step_times()
@@ -230,5 +293,10 @@ class PTIPipeline:
         regularized_fraction = (1.0 / locality.interval) if locality.enabled and locality.weight > 0 else 0.0
         tuning_step = num_identities * (
             times.tuning_step + regularized_fraction * locality.num_samples * times.locality_extra)
-        projection = num_identities * (times.projection_setup + config.projection.num_steps * times.projection_step)
+        if pivot == "e4e":
+            if self._e4e_seconds is None:
+                self._e4e_seconds = self.measure_e4e_seconds()
+            projection = num_identities * self._e4e_seconds
+        else:
+            projection = num_identities * (times.projection_setup + config.projection.num_steps * times.projection_step)
         return projection + times.tuning_setup + config.tuning.num_steps * tuning_step

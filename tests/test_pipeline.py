@@ -65,8 +65,8 @@ def test_cancel_and_unknown_pivot_method(pipeline, photos):
     with pytest.raises(Cancelled) as raised:
         pipeline.invert(photos[0], align=False, callback=lambda progress: STOP)
     assert raised.value.phase == "projection" and raised.value.step == 1
-    with pytest.raises(ValueError, match=r"unknown pivot method 'e4e'; available: \['w'\]"):
-        pipeline.invert(photos[0], align=False, pivot="e4e")
+    with pytest.raises(ValueError, match=r"unknown pivot method 'z'; available: \['w', 'e4e'\]"):
+        pipeline.invert(photos[0], align=False, pivot="z")
 
 
 def test_a_generator_module_already_on_the_device_is_used_as_is(tiny_generator):
