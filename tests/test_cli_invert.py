@@ -1,21 +1,33 @@
-"""`invert` and `eval` sub-commands end to end on a real photo with the tiny generator and random LPIPS backbones."""
+"""`invert` and `eval` sub-commands end to end on a real photo with the tiny generator and random LPIPS backbones;
+e4e pivots from a tiny e4e (released architecture, random weights) saved in the released checkpoint layout."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import FACES_DIR
 from PIL import Image
+from tiny_e4e import save_released_layout, tiny_e4e
 
 from pti.cli import main as run_cli
 from pti.tuning import TunedGenerator
+from pti.weights import load_generator
 
 
 @pytest.fixture()
 def quick_options(landmarks_model_path):
     return ["--model", "tiny", "--device", "cpu", "--preset", "fast", "--projection-steps", "3",
             "--tuning-steps", "3", "--lpips-random", "--predictor", str(landmarks_model_path)]
+
+
+@pytest.fixture(scope="module")
+def e4e_checkpoint(tmp_path_factory):
+    """A tiny e4e for the tiny generator (8 x 32 W+ codes) in the layout of e4e_ffhq_encode.pt."""
+    path = tmp_path_factory.mktemp("e4e") / "tiny_e4e.pt"
+    yield save_released_layout(tiny_e4e(load_generator("tiny")), path)
+    path.unlink()
 
 
 def test_invert_writes_every_output(tmp_path, quick_options, capsys):
@@ -25,30 +37,94 @@ def test_invert_writes_every_output(tmp_path, quick_options, capsys):
     assert Image.open(out / "pivot_original.png").size == Image.open(out / "pivot_tuned.png").size == (32, 32)
     assert np.load(out / "pivot.npy").shape == (1, 32)
     report = json.loads((out / "metrics.json").read_text())
-    assert report["projection"]["steps"] == 3 and report["tuning"]["steps"] == 3
+    assert report["pivot"] == {"method": "w", "steps": 3, "seconds": report["pivot"]["seconds"]}
+    assert report["pivot"]["seconds"] > 0 and report["tuning"]["steps"] == 3
+    assert set(report["w_projection"]) == {"mse", "lpips", "ms_ssim", "identity_distance"}
     assert report["config"]["tuning"]["locality"]["enabled"] is True
     assert set(report["pti"]) == {"mse", "lpips", "ms_ssim", "identity_distance"}
     tuned = TunedGenerator.load(out)
     assert np.array_equal(tuned.pivots[0].w.numpy(), np.load(out / "pivot.npy"))
     captured = capsys.readouterr()
     assert "[projection] step 3/3" in captured.err and "[tuning] step 3/3" in captured.err
-    assert "PTI: MSE" in captured.out
+    assert "W projection (" in captured.out and "PTI: MSE" in captured.out
 
 
-def test_eval_reports_table_1_and_locality(tmp_path, quick_options, capsys):
+def test_invert_with_the_e4e_pivot(tmp_path, quick_options, e4e_checkpoint, capsys):
+    out = tmp_path / "result"
+    argv = ["invert", str(FACES_DIR / "astronaut.png"), "--out", str(out), "--pivot", "e4e", "--e4e",
+            str(e4e_checkpoint), *quick_options]
+    assert run_cli(argv) == 0
+    pivot = np.load(out / "pivot.npy")
+    assert pivot.shape == (1, 8, 32)  # W+: one code per layer of the tiny generator
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["pivot"]["method"] == "e4e" and report["pivot"]["steps"] == 0 and report["pivot"]["seconds"] > 0
+    assert "w_projection" not in report and report["e4e"]["mse"] > report["pti"]["mse"]
+    tuned = TunedGenerator.load(out)
+    assert tuned.pivots[0].source == "e4e" and np.array_equal(tuned.pivots[0].w.numpy(), pivot)
+    captured = capsys.readouterr()
+    assert "[projection] step 1/1" in captured.err and "[tuning] step 3/3" in captured.err
+    assert captured.out.startswith("e4e (")
+
+
+def test_eval_reports_both_pivots_side_by_side_and_locality(tmp_path, quick_options, e4e_checkpoint, capsys):
     report_path = tmp_path / "report.json"
     argv = ["eval", str(FACES_DIR / "astronaut.png"), "--out", str(report_path), "--locality-latents", "2",
-            *quick_options]
+            "--e4e", str(e4e_checkpoint), *quick_options]
     assert run_cli(argv) == 0
     report = json.loads(report_path.read_text())
-    assert len(report["images"]) == 1
-    for row in ("w_projection", "pti", "pti_no_locality"):
+    assert len(report["images"]) == 1 and report["settings"]["e4e"] == str(e4e_checkpoint)
+    rows = ("e4e", "w_projection", "pti", "pti_e4e", "pti_no_locality")
+    assert list(report["mean"]) == list(rows)
+    for row in rows:
         assert report["mean"][row]["mse"] > 0 and 0 <= report["mean"][row]["ms_ssim"] <= 1
+        assert report["images"][0][row]["seconds"] == report["mean"][row]["seconds"] > 0
+    mean = report["mean"]
+    assert mean["pti_e4e"]["mse"] < mean["e4e"]["mse"] and mean["pti"]["mse"] < mean["w_projection"]["mse"]
+    assert mean["pti_e4e"]["seconds"] > mean["e4e"]["seconds"]
+    assert mean["pti"]["seconds"] > mean["w_projection"]["seconds"]
     for variant in ("with_regularizer", "without_regularizer"):
         assert report["locality"][variant]["lpips"] > 0 and report["locality"][variant]["mse"] > 0
     assert report["locality"]["num_latents"] == 2
     table = capsys.readouterr().out
-    assert "W projection" in table and "PTI, no locality reg." in table and "without regulariser" in table
+    for title in ("e4e alone", "W projection alone", "PTI, W pivot", "PTI, e4e pivot", "PTI, W pivot, no loc. reg.",
+                  "Time s", "without regulariser"):
+        assert title in table
+
+
+def test_eval_without_e4e_leaves_its_rows_out(tmp_path, quick_options, capsys):
+    report_path = tmp_path / "report.json"
+    argv = ["eval", str(FACES_DIR / "astronaut.png"), "--out", str(report_path), "--locality-latents", "1",
+            "--no-e4e", *quick_options]
+    assert run_cli(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert list(report["mean"]) == ["w_projection", "pti", "pti_no_locality"] and report["settings"]["e4e"] is None
+    table = capsys.readouterr().out
+    assert "W projection alone" in table and "e4e alone" not in table and "e4e pivot" not in table
+
+
+def test_an_e4e_for_another_generator_is_a_clear_error(tmp_path, quick_options, e4e_checkpoint, capsys):
+    checkpoint = torch.load(e4e_checkpoint, weights_only=True)
+    state_dict = checkpoint["state_dict"]
+    for key in [k for k in state_dict if k.startswith("encoder.styles.7.")]:  # a ninth head, like the eighth
+        state_dict[key.replace("styles.7.", "styles.8.")] = state_dict[key]
+    nine_styles = tmp_path / "e4e_9_styles.pt"
+    torch.save({"state_dict": state_dict, "latent_avg": torch.zeros(9, 32), "opts": {}}, nine_styles)
+    for command in ("invert", "eval"):
+        argv = [command, str(FACES_DIR / "astronaut.png"), "--out", str(tmp_path / command), "--pivot", "e4e",
+                "--e4e", str(nine_styles), *quick_options]
+        if command == "eval":  # eval always runs both pivots
+            argv = [a for a in argv if a not in ("--pivot", "e4e")]
+        assert run_cli(argv) == 1
+        err = capsys.readouterr().err
+        assert "error: the e4e encoder gives W+ codes of shape (9, 32) but the generator takes (8, 32)" in err
+        assert not (tmp_path / command).exists()
+
+
+def test_a_missing_e4e_file_is_a_clear_error(tmp_path, quick_options, capsys):
+    argv = ["invert", str(FACES_DIR / "astronaut.png"), "--out", str(tmp_path / "out"), "--pivot", "e4e",
+            "--e4e", str(tmp_path / "absent.pt"), *quick_options]
+    assert run_cli(argv) == 1
+    assert "error: e4e checkpoint not found" in capsys.readouterr().err
 
 
 def test_a_photo_without_a_face_is_a_clear_error(tmp_path, quick_options, capsys):

