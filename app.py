@@ -29,6 +29,7 @@ from editing_directions.edit import Edit
 from editing_directions.errors import EditingError
 from pti import weights
 from pti.config import PRESET_NAMES, ConfigError
+from pti.e4e import E4ECheckpointError, E4EGeneratorMismatchError
 from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, FaceEditor, Inversion, \
     InversionSettings, Photo, SettingsError
 from pti.progress import Progress
@@ -40,13 +41,18 @@ EXAMPLES = (("astronaut.png", "Eileen Collins (NASA)"), ("grace_hopper.jpg", "Gr
 # Seconds between two progress updates sent to the browser (previews are sent as soon as they come).
 UI_UPDATE_INTERVAL_S = 0.5
 # Errors whose message is meant for people; anything else is logged and shown as a short generic message.
-READABLE_ERRORS = (AlignmentError, EditorUnavailableError, EditingError, ConfigError,
-                   SettingsError, SessionTooLargeError, weights.WeightsError)
+READABLE_ERRORS = (AlignmentError, EditorUnavailableError, EditingError, ConfigError, SettingsError,
+                   SessionTooLargeError, weights.WeightsError, E4ECheckpointError, E4EGeneratorMismatchError)
 # Display names of the edit kinds.
 KIND_LABELS = {"interfacegan": "InterfaceGAN", "ganspace": "GANSpace", "styleclip": "StyleCLIP"}
 # Labels of the ways to find the pivot.
-PIVOT_LABELS = {"w": ("W projection (the paper's)", "w"),
-                "e4e": ("e4e encoder (one pass: fast on a CPU; best for StyleCLIP edits)", "e4e")}
+PIVOT_LABELS = {"w": ("W projection (the paper's; 450 steps, a slightly closer start)", "w"),
+                "e4e": ("e4e encoder (one pass; fast, best for StyleCLIP edits)", "e4e")}
+# What the pivot choice means, under the radio buttons.
+PIVOT_INFO = ("e4e is recommended for the StyleCLIP edits (their mappers were trained on e4e codes) and on a CPU "
+              "(one encoder pass instead of the projection's steps; the projection steps are then not used). "
+              "The W projection is the paper's pivot.")
+PIVOT_INFO_CPU = "Preselected: e4e, because this runs on a CPU. "
 # The footer's licence lines: what the files are, and one registry entry whose licence they share.
 LICENCE_LINES = (
     ("StyleGAN2 FFHQ generator", "stylegan2-ffhq-1024"),
@@ -83,6 +89,7 @@ class AppOptions:
     landmarks: str | None = None  # dlib 68-landmark model file (None: through the weights registry)
     lpips: str = "auto"  # 'auto', 'pretrained' or 'random' LPIPS backbones
     mapper_dir: str | None = None  # folder of extra StyleCLIP mapper files (*.pt)
+    e4e: str | None = None  # e4e encoder checkpoint for e4e pivots (None: through the weights registry)
 
     def resolved_device(self) -> str:
         """The device to run on: CUDA when 'auto' and available, else the CPU."""
@@ -122,12 +129,15 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
                         help="LPIPS backbones: pretrained, random (offline tests) or auto [PTI_LPIPS]")
     parser.add_argument("--mapper-dir", default=env("PTI_MAPPER_DIR"),
                         help="folder of extra StyleCLIP mapper files (*.pt) [PTI_MAPPER_DIR]")
+    parser.add_argument("--e4e", default=env("PTI_E4E"),
+                        help="e4e encoder checkpoint (e4e_ffhq_encode.pt layout) to use instead of the Hub's; "
+                             "also offers the e4e pivot for a model of another W+ shape [PTI_E4E]")
     args = parser.parse_args(argv)
     options = AppOptions(model=args.model, device=args.device, host=args.host,
                          port=None if args.port in (None, "") else int(args.port), share=args.share,
                          max_sessions=args.max_sessions, max_session_mb=args.max_session_mb,
                          concurrency=args.concurrency, queue_size=args.queue_size, max_file_size=args.max_file_size,
-                         landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir)
+                         landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir, e4e=args.e4e)
     for name in ("max_sessions", "max_session_mb", "concurrency", "queue_size"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -138,7 +148,7 @@ def load_editor(options: AppOptions) -> FaceEditor:
     """The editor for these options (missing files are recorded, not raised: the app still starts)."""
     lpips_pretrained = {"auto": None, "pretrained": True, "random": False}[options.lpips]
     return FaceEditor(options.model, device=options.resolved_device(), landmarks_path=options.landmarks,
-                      lpips_pretrained=lpips_pretrained, mapper_dir=options.mapper_dir)
+                      lpips_pretrained=lpips_pretrained, mapper_dir=options.mapper_dir, e4e=options.e4e)
 
 
 def readable_message(error: BaseException) -> str:
@@ -200,9 +210,10 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def describe_progress(progress: Progress) -> str:
+def describe_progress(progress: Progress, pivot: str = "w") -> str:
     """One line about a running inversion: phase, step, losses and the time left in the phase."""
-    phase = "Projection (finding the pivot)" if progress.phase == "projection" else "Pivotal tuning"
+    finding = "e4e encoder (finding the pivot)" if pivot == "e4e" else "Projection (finding the pivot)"
+    phase = finding if progress.phase == "projection" else "Pivotal tuning"
     losses = " · ".join(f"{name} {value:.4g}" for name, value in progress.losses.items())
     left = progress.elapsed_s / max(progress.step, 1) * (progress.total - progress.step)
     parts = [f"**{phase}** · step {progress.step}/{progress.total}", losses,
@@ -325,7 +336,8 @@ class SessionHandlers:
             seconds = self.editor.estimate_seconds(settings)
         except READABLE_ERRORS as error:
             return readable_message(error)
-        steps = f"{settings.projection_steps} projection + {settings.tuning_steps} tuning steps"
+        steps = (f"e4e pivot (one encoder pass) + {settings.tuning_steps} tuning steps" if settings.pivot == "e4e"
+                 else f"{settings.projection_steps} projection + {settings.tuning_steps} tuning steps")
         locality = "locality regularisation on" if settings.locality else "locality regularisation off"
         return (f"Settings: {steps}, {locality} (*Inversion settings* below) · about **{format_seconds(seconds)}** "
                 f"on this {self.editor.device.type.upper()}.")
@@ -355,6 +367,7 @@ class SessionHandlers:
         session_id = request.session_hash
         with shown_as_gradio_errors():
             settings = self.settings(preset_name, projection_steps, tuning_steps, locality, seed, pivot)
+            self.editor.prepare_pivot(settings.pivot)  # e.g. e4e weights that fail to load: the session stays
         self.store.release(session_id)  # the previous inversion's edits no longer apply
         stop = self.stops.begin(session_id)
         skip = gr.skip()
@@ -377,7 +390,7 @@ class SessionHandlers:
                         continue
                     last_update = now
                     preview = skip if item.preview is None else item.preview
-                    yield (describe_progress(item), preview if item.phase == "projection" else skip,
+                    yield (describe_progress(item, settings.pivot), preview if item.phase == "projection" else skip,
                            preview if item.phase == "tuning" else skip, skip, skip, skip, skip)
         finally:
             self.stops.end(session_id, stop)
@@ -480,6 +493,11 @@ def banner_text(editor: FaceEditor) -> str:
     return "\n".join(lines)
 
 
+def pivot_info(editor: FaceEditor) -> str:
+    """The text under the pivot choice: when e4e is recommended, and why it is preselected (on a CPU)."""
+    return (PIVOT_INFO_CPU if editor.default_pivot == "e4e" else "") + PIVOT_INFO
+
+
 def licences_text() -> str:
     """The footer: the pretrained files the app uses with their licences, and the example photos' credits."""
     lines = [f"- {what}: {weights.REGISTRY[key].licence} (`{weights.REGISTRY[key].repo_id}`)"
@@ -541,8 +559,8 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
                                                  info="paper: the paper's step counts · fast: few steps, for a CPU "
                                                       "· custom: your own")
                         pivot_choice = gr.Radio([PIVOT_LABELS.get(name, (name, name)) for name in editor.pivot_choices],
-                                                value=editor.pivot_choices[0], label="Pivot",
-                                                visible=len(editor.pivot_choices) > 1)
+                                                value=editor.default_pivot, label="Pivot", info=pivot_info(editor),
+                                                visible=len(editor.pivot_choices) > 1, elem_id="pivot-choice")
                     with gr.Row():
                         projection_steps = gr.Slider(1, 1000, value=defaults.projection_steps, step=1,
                                                      label="Projection steps", elem_id="projection-steps")

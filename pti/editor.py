@@ -21,6 +21,7 @@ from editing_directions.edit import Edit
 from editing_directions.library import EditLibrary, EditOption, demo_library
 from pti import weights
 from pti.config import PRESET_NAMES, PTIConfig, preset
+from pti.e4e import E4E, E4ECheckpointError, E4EGeneratorMismatchError
 from pti.fast_path import FAST_SETTINGS, SpeedSettings, apply_to_config, prepare_generator, speed_context
 from pti.gpu import gpu_seconds, gpu_task
 from pti.losses import BACKBONE_WEIGHTS
@@ -42,6 +43,8 @@ RENDER_GPU_SECONDS = 20
 ESTIMATE_GPU_SECONDS = 30
 # The PyPI package that ships a byte-identical copy of dlib's landmark model (an offline fallback).
 LANDMARKS_PACKAGE = "face_recognition_models"
+# W+ shape (num_ws, w_dim) of the generator the released e4e encoder was trained for (FFHQ, 1024 px).
+RELEASED_E4E_SHAPE = (18, 512)
 
 
 class SettingsError(ValueError):
@@ -70,7 +73,7 @@ class InversionSettings:
     tuning_steps: int = 50  # pivotal tuning steps
     locality: bool = True  # locality regularisation during tuning
     seed: int = 0  # seed of the projection noise and the locality samples
-    pivot: str = "w"  # 'w' (projection) or 'e4e' (encoder, when available)
+    pivot: str = "w"  # 'w' (the paper's W projection) or 'e4e' (the e4e encoder's W+ code; no projection steps)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESET_NAMES:
@@ -88,8 +91,8 @@ class InversionSettings:
 
     @property
     def gpu_seconds(self) -> int:
-        """GPU time to ask for (ZeroGPU) for these step counts."""
-        return gpu_seconds(self.projection_steps, self.tuning_steps)
+        """GPU time to ask for (ZeroGPU) for these step counts (an e4e pivot takes no projection steps)."""
+        return gpu_seconds(self.projection_steps if self.pivot == "w" else 0, self.tuning_steps)
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,10 @@ class FaceEditor:
         landmarks_path: str | Path | None = None,  # dlib 68-landmark model; None: the registry (or its PyPI copy)
         lpips_pretrained: bool | None = None,  # None: pretrained when its files are available (random for 'tiny')
         mapper_dir: str | Path | None = None,  # folder of extra StyleCLIP mapper files (*.pt)
+        e4e: E4E | str | Path | None = None,  # e4e encoder or checkpoint; None: the registry's, if it fits the model
     ) -> None:
         self.model_name = model
+        self._e4e = e4e
         self.device = torch.device(device)
         # The fast path (fused ops, fp16 blocks, TF32, tuning LPIPS at 256 px) on the GPU; the plain config on the CPU.
         self._speed: SpeedSettings | None = FAST_SETTINGS if self.device.type == "cuda" else None
@@ -217,8 +222,32 @@ class FaceEditor:
 
     @property
     def pivot_choices(self) -> tuple[str, ...]:
-        """The ways to find the pivot that the pipeline offers ('w' = the paper's W projection first)."""
-        return PIVOT_METHODS
+        """The ways to find the pivot here: 'w' (the paper's W projection) first, then 'e4e' when an encoder was
+        given or the generator has the W+ shape the released encoder was trained for (FFHQ, 18 x 512)."""
+        generator = self._generator
+        fits = generator is not None and (generator.num_ws, generator.w_dim) == RELEASED_E4E_SHAPE
+        return PIVOT_METHODS if self._e4e is not None or fits else ("w",)
+
+    @property
+    def default_pivot(self) -> str:
+        """The pivot to preselect: e4e on a CPU where it is offered (one pass instead of minutes), else 'w'."""
+        return "e4e" if "e4e" in self.pivot_choices and self.device.type == "cpu" else "w"
+
+    def prepare_pivot(self, pivot: str) -> None:
+        """Check that `pivot` is offered and load what it needs (the e4e encoder, on its first use).
+
+        A missing, unreadable or unfitting encoder -> `EditorUnavailableError` saying so; nothing else changes.
+        """
+        if pivot not in self.pivot_choices:
+            raise SettingsError(f"the {pivot!r} pivot is not offered for this model; choose one of "
+                                f"{', '.join(self.pivot_choices)}")
+        if pivot != "e4e":
+            return
+        try:
+            self._require_pipeline().load_e4e()
+        except (weights.WeightsError, E4ECheckpointError, E4EGeneratorMismatchError, FileNotFoundError) as error:
+            raise EditorUnavailableError(f"The e4e encoder could not be loaded, so the e4e pivot is not available "
+                                         f"(the W projection pivot still is): {error}") from error
 
     def missing_files(self) -> tuple[MissingFile, ...]:
         """Files that could not be found, each with what needs it and how to provide it."""
@@ -270,8 +299,9 @@ class FaceEditor:
     def estimate_seconds(self, settings: InversionSettings) -> float:
         """Expected wall-clock seconds of an inversion with `settings` here (the first call times a few steps)."""
         pipeline = self._require_pipeline()
+        self.prepare_pivot(settings.pivot)
         with self._speed_context():
-            return float(pipeline.estimate_seconds(self.config_for(settings)))
+            return float(pipeline.estimate_seconds(self.config_for(settings), pivot=settings.pivot))
 
     # ----- photo and alignment -----------------------------------------------------------------------------------
 
@@ -339,6 +369,7 @@ class FaceEditor:
                 progress_callback: Callable[[Progress], object] | None) -> Inversion:
         """PTI through the pipeline (on the GPU: the fast path's settings); results on the CPU."""
         pipeline = self._require_pipeline()
+        self.prepare_pivot(settings.pivot)
         start = time.perf_counter()
         with self._speed_context():
             result = pipeline.invert(aligned_face, config=self.config_for(settings), callback=progress_callback,
@@ -474,7 +505,7 @@ class FaceEditor:
             return None
         try:
             generator = self._generator if self._speed is None else prepare_generator(self._generator, self._speed)
-            return PTIPipeline(generator, device=self.device, lpips_pretrained=self.lpips_pretrained)
+            return PTIPipeline(generator, device=self.device, lpips_pretrained=self.lpips_pretrained, e4e=self._e4e)
         except weights.WeightsError as error:
             self._record_missing("lpips", "inversion", error)
             return None

@@ -19,10 +19,12 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from tiny_e4e import save_released_layout, tiny_e4e
 
 import app
 from pti.images import tensor_to_pil
 from pti.tuning import TunedGenerator
+from pti.weights import load_generator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ASTRONAUT = EXAMPLES / "astronaut.png"
@@ -48,10 +50,19 @@ def launch(editor, options: app.AppOptions, store=None):
 
 
 @pytest.fixture(scope="module")
-def tiny_options(landmarks_model_path) -> app.AppOptions:
-    """The tiny model offline: explicit landmark file, random LPIPS backbones, a 1 MB upload limit."""
+def e4e_checkpoint(tmp_path_factory) -> Path:
+    """A tiny e4e for the tiny model (8 x 32 W+ codes, random weights) in the layout of e4e_ffhq_encode.pt."""
+    path = tmp_path_factory.mktemp("e4e") / "tiny_e4e.pt"
+    yield save_released_layout(tiny_e4e(load_generator("tiny")), path)
+    path.unlink()
+
+
+@pytest.fixture(scope="module")
+def tiny_options(landmarks_model_path, e4e_checkpoint) -> app.AppOptions:
+    """The tiny model offline: explicit landmark file, random LPIPS backbones, a tiny e4e, a 1 MB upload limit."""
     return app.AppOptions(model="tiny", device="cpu", host="127.0.0.1", port=free_port(), max_sessions=8,
-                          max_file_size=MAX_UPLOAD, landmarks=str(landmarks_model_path), lpips="random")
+                          max_file_size=MAX_UPLOAD, landmarks=str(landmarks_model_path), lpips="random",
+                          e4e=str(e4e_checkpoint))
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +185,52 @@ def test_photo_to_pasted_back_through_the_client(url, editor):
         assert "pasted_back.png" not in {Path(path).name for path in without_paste[1]}
     finally:
         client.close()
+
+
+def pivot_radio(url: str) -> dict:
+    """The props of the pivot choice in the page's config."""
+    components = httpx.get(f"{url}config").json()["components"]
+    return next(c["props"] for c in components if c.get("props", {}).get("elem_id") == "pivot-choice")
+
+
+def test_the_e4e_pivot_is_offered_preselected_on_the_cpu_and_works(url):
+    radio = pivot_radio(url)
+    assert radio["visible"] is True and radio["value"] == "e4e"  # on a CPU, e4e is preselected, and says why
+    assert [value for _, value in radio["choices"]] == ["w", "e4e"]
+    assert "e4e encoder (one pass; fast, best for StyleCLIP edits)" in [label for label, _ in radio["choices"]]
+    assert "because this runs on a CPU" in radio["info"] and "trained on e4e codes" in radio["info"]
+    client = Client(url, verbose=False)
+    try:
+        client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+        status, pivot, tuned, gallery, _, _, files = client.predict("fast", 3, 2, True, 0, "e4e", api_name="/invert")
+        assert "Inverted in" in status and image(pivot).size == image(tuned).size == (32, 32)
+        by_name = {Path(path).name: Path(path) for path in files}
+        assert np.load(by_name["pivot.npy"]).shape == (1, 8, 32)  # the e4e's W+ code, one per layer
+        assert len(client.predict("styleclip:demo_1", 0.1, False, api_name="/add_edit")[0]) == 2
+    finally:
+        client.close()
+
+
+def test_an_e4e_that_fails_to_load_is_told_and_the_session_kept(editor, tiny_options, tmp_path):
+    broken = tmp_path / "e4e_ffhq_encode.pt"
+    broken.write_bytes(b"half a download")
+    options = app.AppOptions(**{**tiny_options.__dict__, "port": free_port(), "e4e": str(broken)})
+    demo, url = launch(app.load_editor(options), options)
+    client = Client(url, verbose=False)
+    try:
+        client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+        client.predict(*QUICK_SETTINGS, api_name="/invert")
+        before = client.predict("interfacegan:age", 1.0, False, api_name="/add_edit")
+        with pytest.raises(AppError, match="The e4e encoder could not be loaded, so the e4e pivot is not "
+                                           r"available \(the W projection pivot still is\)") as raised:
+            client.predict("fast", 2, 1, False, 0, "e4e", api_name="/invert")
+        assert "e4e_ffhq_encode.pt is not a readable torch checkpoint" in str(raised.value)
+        assert_readable(str(raised.value))
+        after = client.predict("interfacegan:smile", 1.0, False, api_name="/add_edit")  # the session is intact
+        assert len(after[0]) == 3 and np.array_equal(pixels(image(after[0][1])), pixels(image(before[0][1])))
+    finally:
+        client.close()
+        demo.close()
 
 
 def test_two_clients_at_once_keep_their_own_sessions(url, tmp_path):
@@ -377,9 +434,11 @@ def test_flags_default_to_environment_variables(monkeypatch):
     monkeypatch.setenv("PTI_MODEL", "tiny")
     monkeypatch.setenv("PTI_CONCURRENCY", "2")
     monkeypatch.setenv("PTI_SHARE", "1")
+    monkeypatch.setenv("PTI_E4E", "/models/e4e_ffhq_encode.pt")
     options = app.parse_args(["--port", "7000", "--max-sessions", "3"])
     assert (options.model, options.concurrency, options.share, options.port, options.max_sessions) == (
         "tiny", 2, True, 7000, 3)
+    assert options.e4e == "/models/e4e_ffhq_encode.pt"
     assert app.parse_args(["--model", "stylegan2-ffhq-512"]).model == "stylegan2-ffhq-512"  # a flag wins
     monkeypatch.delenv("PTI_SHARE")
     defaults = app.parse_args([])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_e4e import tiny_e4e
 
 from alignment import ImageInputError, NoFaceError
 from editing_directions.errors import EditStrengthError, UnknownEditError
@@ -24,6 +25,7 @@ from pti.progress import Progress
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 QUICK = InversionSettings(preset="fast", projection_steps=3, tuning_steps=2, locality=True, seed=0)
+QUICK_E4E = dataclasses.replace(QUICK, pivot="e4e")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,13 @@ def photo(editor):
 @pytest.fixture(scope="module")
 def inversion(editor, photo) -> Inversion:
     return editor.invert(photo.aligned, QUICK)
+
+
+@pytest.fixture(scope="module")
+def e4e_editor(landmarks_model_path, editor) -> FaceEditor:
+    """The tiny model with a tiny e4e (released architecture, random weights, 8 x 32 W+ codes)."""
+    return FaceEditor("tiny", landmarks_path=landmarks_model_path, lpips_pretrained=False,
+                      e4e=tiny_e4e(editor.generator))
 
 
 def test_settings_are_checked_with_readable_messages():
@@ -136,6 +145,42 @@ def test_errors_in_the_worker_reach_the_caller(editor):
     assert not isinstance(raised.value, StopIteration)
 
 
+def test_e4e_is_offered_only_with_an_encoder_that_fits_and_preselected_on_a_cpu(editor, e4e_editor, photo):
+    assert editor.pivot_choices == ("w",) and editor.default_pivot == "w"  # tiny model, no encoder given
+    with pytest.raises(SettingsError, match="the 'e4e' pivot is not offered for this model; choose one of w"):
+        editor.invert(photo.aligned, QUICK_E4E)
+    assert e4e_editor.pivot_choices == ("w", "e4e") and e4e_editor.default_pivot == "e4e"  # on the CPU
+
+
+def test_inversion_with_the_e4e_pivot(e4e_editor, photo):
+    items = list(e4e_editor.invert_steps(photo.aligned, QUICK_E4E))
+    progress, inversion = items[:-1], items[-1]
+    assert [(p.phase, p.step, p.total) for p in progress] == [("projection", 1, 1), ("tuning", 1, 2),
+                                                              ("tuning", 2, 2)]
+    assert progress[0].preview is not None  # the e4e pivot's rendering, as soon as it is there
+    assert inversion.pivot.source == "e4e" and inversion.pivot.w.shape == (1, 8, 32)
+    assert np.array_equal(np.asarray(progress[0].preview), np.asarray(inversion.pivot_render.image))
+    assert inversion.tuned_render.mse < inversion.pivot_render.mse
+    session = EditingSession(photo=photo, inversion=inversion)
+    images = e4e_editor.render_chain(session, (e4e_editor.parse_edit("styleclip:demo_1", 0.1),))
+    assert len(images) == 2 and not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+    assert e4e_editor.estimate_seconds(QUICK_E4E) > 0
+
+
+def test_an_e4e_that_fails_to_load_is_a_readable_error(landmarks_model_path, editor, photo, tmp_path):
+    broken = tmp_path / "e4e.pt"
+    broken.write_bytes(b"not a checkpoint")
+    failing = FaceEditor("tiny", landmarks_path=landmarks_model_path, lpips_pretrained=False, e4e=broken)
+    assert failing.pivot_choices == ("w", "e4e")  # offered (a file was given); its failure is told on use
+    message = r"The e4e encoder could not be loaded, so the e4e pivot is not available \(the W projection pivot " \
+              r"still is\): .*e4e\.pt is not a readable torch checkpoint"
+    for attempt in (lambda: failing.prepare_pivot("e4e"), lambda: failing.invert(photo.aligned, QUICK_E4E),
+                    lambda: failing.estimate_seconds(QUICK_E4E)):
+        with pytest.raises(EditorUnavailableError, match=message):
+            attempt()
+    failing.prepare_pivot("w")  # the W projection needs nothing more
+
+
 def test_edit_chain_renders_every_step_without_touching_the_session(editor, photo, inversion):
     session = EditingSession(photo=photo, inversion=inversion, step_images=(inversion.tuned_render.image,))
     before = {name: p.clone() for name, p in inversion.tuned.generator.named_parameters()}
@@ -214,6 +259,7 @@ def test_gpu_seconds_grow_with_the_steps_and_are_capped():
     assert gpu.gpu_seconds(100, 50) < gpu.gpu_seconds(450, 350)
     assert gpu.gpu_seconds(100_000, 100_000) == gpu.MAX_SECONDS
     assert QUICK.gpu_seconds == gpu.gpu_seconds(3, 2)
+    assert QUICK_E4E.gpu_seconds == gpu.gpu_seconds(0, 2)  # the e4e pivot takes no projection steps
     with pytest.raises(ValueError):
         gpu.gpu_seconds(-1, 0)
 
