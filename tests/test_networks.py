@@ -7,7 +7,9 @@ import pytest
 import torch
 from conftest import TINY_DIR
 
-from pti.networks import Generator, GeneratorConfigError, GeneratorInputError
+import torch.nn.functional as F
+
+from pti.networks import Generator, GeneratorConfigError, GeneratorInputError, modulated_conv2d
 
 TOLERANCE = 1e-4  # max abs diff against the reference implementation's float32 outputs
 
@@ -114,6 +116,27 @@ def test_fused_and_per_sample_modulation_agree(tiny_generator, reference, batch)
         grads.append(w.grad)
     assert max_abs_diff(outputs[0], outputs[1]) < 1e-5
     assert max_abs_diff(grads[0], grads[1]) < 1e-5 * grads[0].abs().max()
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_modulated_conv_matches_a_per_sample_conv_in_both_memory_formats(kernel, batch, memory_format):
+    """The modulated conv (1x1 as a matrix product, 3x3 as a convolution) against an explicit per-sample conv."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 5, 6, 6)
+    weight, styles, bias = torch.randn(4, 5, kernel, kernel), torch.randn(batch, 5), torch.randn(4)
+    for demodulate in (True, False):
+        expected = []
+        for i in range(batch):
+            w = weight * styles[i].reshape(1, -1, 1, 1)
+            if demodulate:
+                w = w / w.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
+            expected.append(F.conv2d(x[i : i + 1], w, bias, padding=kernel // 2))
+        for fused in (True, False):
+            y = modulated_conv2d(x.contiguous(memory_format=memory_format), weight, styles, bias=bias,
+                                 padding=kernel // 2, demodulate=demodulate, fused_modconv=fused)
+            assert max_abs_diff(y, torch.cat(expected)) < 1e-5, (demodulate, fused)
 
 
 def test_train_mode_uses_per_sample_path_with_same_result(tiny_generator, reference):

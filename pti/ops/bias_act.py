@@ -132,6 +132,7 @@ class _BiasActRef(torch.autograd.Function):
     def backward(ctx, grad_y):  # noqa: D102 - autograd protocol
         (y,) = ctx.saved_tensors
         dim, code, alpha, gain, clamp, bias_dtype = ctx.params
+        grad_y = grad_y.contiguous(memory_format=_dense_memory_format(y))  # same layout: vectorised passes
         grad_x = _grad_from_output(grad_y, y, code, alpha, gain, clamp)
         grad_b = None
         if bias_dtype is not None and ctx.needs_input_grad[1]:
