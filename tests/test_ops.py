@@ -61,17 +61,30 @@ def test_upfirdn2d_ref_matches_explicit_formula(up, down, padding, taps, flip_fi
 
 @pytest.mark.parametrize("up, down, padding, taps, flip_filter, gain", UPFIRDN_CASES)
 def test_transposed_upfirdn2d_is_the_gradient(up, down, padding, taps, flip_filter, gain):
-    """The transposed op the CUDA backward uses equals autograd's gradient of the reference op."""
+    """The transposed op (what both backwards run) and the reference op's own gradient, against autograd's gradient
+    of the explicit formula; and the gradient of the gradient, against the explicit formula applied twice."""
     torch.manual_seed(1)
     f = setup_filter(taps, normalize=False)
-    x = torch.randn([1, 2, 9, 11], requires_grad=True)
-    y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl="ref")
-    dy = torch.randn_like(y)
-    (grad_autograd,) = torch.autograd.grad(y, x, dy)
-    t_up, t_down, t_pad = transposed_upfirdn2d_args(x.shape, y.shape, f, up, down, padding)
-    grad_transposed = upfirdn2d(dy, f, up=t_up, down=t_down, padding=t_pad, flip_filter=not flip_filter, gain=gain,
-                                impl="ref")
-    torch.testing.assert_close(grad_transposed, grad_autograd, atol=1e-5, rtol=1e-5)
+    f2d = (torch.outer(f, f) if f.ndim == 1 else f).double()
+    x = torch.randn([1, 2, 9, 11], dtype=torch.float64, requires_grad=True)
+    expected_y = explicit_upfirdn2d(x, f2d, up, down, padding, gain=gain, flip_filter=flip_filter)
+    dy = torch.randn_like(expected_y)
+    (expected_grad,) = torch.autograd.grad(expected_y, x, dy)
+    t_up, t_down, t_pad = transposed_upfirdn2d_args(x.shape, expected_y.shape, f, up, down, padding)
+    grad_transposed = upfirdn2d(dy.float(), f, up=t_up, down=t_down, padding=t_pad, flip_filter=not flip_filter,
+                                gain=gain, impl="ref")
+    torch.testing.assert_close(grad_transposed.double(), expected_grad, atol=1e-5, rtol=1e-5)
+
+    x_float = x.detach().float().requires_grad_(True)
+    y = upfirdn2d(x_float, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl="ref")
+    dy_float = dy.float().requires_grad_(True)
+    (grad_ref,) = torch.autograd.grad(y, x_float, dy_float, create_graph=True)
+    torch.testing.assert_close(grad_ref.double(), expected_grad, atol=1e-5, rtol=1e-5)
+    # The gradient is linear in dy: its gradient w.r.t. dy, for a probe v, is the op applied to v.
+    v = torch.randn_like(x_float)
+    (grad_of_grad,) = torch.autograd.grad(grad_ref, dy_float, v)
+    expected_ggrad = explicit_upfirdn2d(v.double(), f2d, up, down, padding, gain=gain, flip_filter=flip_filter)
+    torch.testing.assert_close(grad_of_grad.double(), expected_ggrad, atol=1e-5, rtol=1e-5)
 
 
 def test_setup_filter():

@@ -96,7 +96,9 @@ def upfirdn2d(
         raise ValueError(f"upfirdn2d output would be empty for input {tuple(x.shape)}, filter {tuple(f.shape)}")
     if select_impl(impl, x) == "cuda":
         return _UpFirDn2dCuda.apply(x, f, up, down, padding, flip_filter, gain)
-    return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+    if torch.compiler.is_compiling():  # the compiler derives the gradient of the plain convolutions itself
+        return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+    return _UpFirDn2dRef.apply(x, f, up, down, padding, flip_filter, gain)
 
 
 def _upfirdn2d_ref(
@@ -140,6 +142,25 @@ def _upfirdn2d_ref(
                  groups=channels)
     return F.conv2d(x, f[None, None, :, None].expand(channels, 1, -1, 1), stride=(downy, 1), padding=(pad_y, 0),
                     groups=channels)
+
+
+class _UpFirDn2dRef(torch.autograd.Function):
+    """The reference upfirdn2d whose gradient is the transposed upfirdn2d: a plain depthwise convolution, several
+    times faster on the CPU than the convolution backward autograd would otherwise run (and itself differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain):  # noqa: D102 - autograd protocol
+        ctx.save_for_backward(f)
+        ctx.params = (tuple(x.shape), up, down, padding, flip_filter, gain)
+        return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # noqa: D102 - autograd protocol
+        (f,) = ctx.saved_tensors
+        in_shape, up, down, padding, flip_filter, gain = ctx.params
+        t_up, t_down, t_padding = transposed_upfirdn2d_args(in_shape, tuple(grad_y.shape), f, up, down, padding)
+        grad_x = _UpFirDn2dRef.apply(grad_y, f, t_up, t_down, t_padding, not flip_filter, gain)
+        return grad_x, None, None, None, None, None, None
 
 
 def _cuda_filter(f: torch.Tensor, flip_filter: bool, gain: float) -> torch.Tensor:
