@@ -161,23 +161,25 @@ class PTIPipeline:
         """The pivot of one (1, 3, R, R) target by `method`: 'w' (the paper's W projection) or 'e4e' (encoder).
 
         The e4e encoder reads `face` (the aligned face at its own size; default: the target) and reports as one
-        "projection" step; `config` and `seed` are for the projection only.
+        "projection" step, with the pivot's rendering as preview when `config` asks for previews; `seed` and the
+        step settings of `config` are for the projection only.
         """
         if method not in PIVOT_METHODS:
             raise ValueError(f"unknown pivot method {method!r}; available: {list(PIVOT_METHODS)}")
+        config = config or self.config.projection
         if method == "e4e":
-            return self._e4e_pivot(target, face, callback)
-        return project_w(self.generator, target, config or self.config.projection, device=self.device, seed=seed,
-                         callback=callback, lpips=self.lpips_vgg)
+            return self._e4e_pivot(target, face, callback, previews=config.preview_every > 0)
+        return project_w(self.generator, target, config, device=self.device, seed=seed, callback=callback,
+                         lpips=self.lpips_vgg)
 
-    def _e4e_pivot(self, target: torch.Tensor, face: Image.Image | None,
-                   callback: ProgressCallback | None) -> Pivot:
-        """One e4e forward pass -> W+ pivot; the callback gets one step with the pivot's rendering as preview."""
+    def _e4e_pivot(self, target: torch.Tensor, face: Image.Image | None, callback: ProgressCallback | None, *,
+                   previews: bool) -> Pivot:
+        """One e4e forward pass -> W+ pivot; the callback gets one step (with the pivot's rendering if `previews`)."""
         e4e = self.load_e4e()
-        reporter = ProgressReporter(callback, "projection", 1, report_every=1, preview_every=1)
+        reporter = ProgressReporter(callback, "projection", 1, report_every=1, preview_every=int(previews))
         ws = e4e.invert(face if face is not None else tensor_to_pil(target)[0])
         preview = None
-        if reporter.active:
+        if reporter.active and previews:
             with torch.no_grad():
                 preview = self.generator.synthesis(ws.to(self.device), noise_mode="const", force_fp32=True)
         reporter.step(1, {}, preview)

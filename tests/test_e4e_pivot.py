@@ -2,13 +2,14 @@
 tiny generator's W+ (8 x 32); lazy loading, the shape check, progress and reconstruction gains."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from test_projector import out_of_domain_targets
 from tiny_e4e import save_released_layout, tiny_e4e
 
 import pti.weights
-from pti.config import preset
+from pti.config import ProjectionConfig, preset
 from pti.e4e import E4E, E4EGeneratorMismatchError
 from pti.e4e_network import Encoder4Editing
 from pti.images import tensor_to_pil
@@ -18,6 +19,11 @@ from pti.weights import load_generator
 
 CONFIG = preset("custom", projection={"num_steps": 3, "learning_rate": 0.05, "w_avg_samples": 1000},
                 tuning={"num_steps": 5, "learning_rate": 3e-3, "early_stop_lpips": None})
+
+
+def max_pixel_difference(a, b) -> int:
+    """Largest difference of two 8-bit images (renders of the same code may differ by a rounding step)."""
+    return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,7 @@ def test_the_e4e_pivot_is_the_encoders_wplus_code(pipeline, e4e, photos):
     target = torch.zeros(1, 3, 32, 32)  # ignored: the encoder reads the face it is given
     pivot = pipeline.find_pivot(target, method="e4e", face=photos[0], callback=reports.append)
     assert pivot.is_wplus and pivot.w.shape == (1, 8, 32) and pivot.source == "e4e" and pivot.steps_run == 0
-    assert torch.equal(pivot.w, e4e.invert(photos[0]))
+    torch.testing.assert_close(pivot.w, e4e.invert(photos[0]), rtol=0, atol=1e-5)
     assert not torch.allclose(pivot.w, e4e.latent_avg[None], atol=0.05)  # the image moves it away from w_avg
     other = pipeline.find_pivot(target, method="e4e", face=photos[1])
     assert not torch.allclose(pivot.w, other.w, atol=0.05)
@@ -49,7 +55,13 @@ def test_the_e4e_pivot_is_the_encoders_wplus_code(pipeline, e4e, photos):
     assert [(r.phase, r.step, r.total) for r in reports] == [("projection", 1, 1)]
     with torch.no_grad():
         render = pipeline.generator.synthesis(pivot.ws, noise_mode="const", force_fp32=True)
-    assert reports[0].preview.tobytes() == tensor_to_pil(render)[0].tobytes()
+    assert max_pixel_difference(reports[0].preview, tensor_to_pil(render)[0]) <= 1
+    # No previews asked for (the command line): no rendering, the same pivot.
+    quiet = []
+    again = pipeline.find_pivot(target, method="e4e", face=photos[0], config=ProjectionConfig(preview_every=0),
+                                callback=quiet.append)
+    assert [(r.step, r.preview) for r in quiet] == [(1, None)]
+    torch.testing.assert_close(again.w, pivot.w, rtol=0, atol=1e-5)
 
 
 def test_pti_with_the_e4e_pivot_improves_reconstruction_like_the_w_pivot(pipeline, photos):
@@ -66,7 +78,7 @@ def test_pti_with_the_e4e_pivot_improves_reconstruction_like_the_w_pivot(pipelin
         assert after.lpips < before.lpips, method
     # The tuned generator renders the W+ pivot as reported.
     identity = e4e_result.identities[0]
-    assert identity.pivot_tuned.tobytes() == tensor_to_pil(e4e_result.tuned.render(identity.pivot))[0].tobytes()
+    assert max_pixel_difference(identity.pivot_tuned, tensor_to_pil(e4e_result.tuned.render(identity.pivot))[0]) <= 1
 
 
 def test_invert_many_with_e4e_pivots(pipeline, photos):
@@ -97,7 +109,7 @@ def test_the_encoder_is_loaded_only_for_e4e_pivots_and_from_the_registry_by_defa
     assert asked == []  # W pivots never load the encoder
     loaded = pipeline.load_e4e()
     assert asked == ["e4e-ffhq-encode"] and pipeline.load_e4e() is loaded  # loaded once
-    assert torch.equal(loaded.invert(photos[0]), e4e.invert(photos[0]))
+    torch.testing.assert_close(loaded.invert(photos[0]), e4e.invert(photos[0]), rtol=0, atol=1e-5)
 
 
 def test_a_missing_encoder_file_fails_only_when_e4e_is_asked_for(tmp_path, photos):

@@ -159,7 +159,9 @@ def test_inversion_with_the_e4e_pivot(e4e_editor, photo):
                                                               ("tuning", 2, 2)]
     assert progress[0].preview is not None  # the e4e pivot's rendering, as soon as it is there
     assert inversion.pivot.source == "e4e" and inversion.pivot.w.shape == (1, 8, 32)
-    assert np.array_equal(np.asarray(progress[0].preview), np.asarray(inversion.pivot_render.image))
+    preview, pivot_render = (np.asarray(image, dtype=np.int16) for image in (progress[0].preview,
+                                                                            inversion.pivot_render.image))
+    assert np.abs(preview - pivot_render).max() <= 1  # the same code rendered twice (up to a rounding step)
     assert inversion.tuned_render.mse < inversion.pivot_render.mse
     session = EditingSession(photo=photo, inversion=inversion)
     images = e4e_editor.render_chain(session, (e4e_editor.parse_edit("styleclip:demo_1", 0.1),))

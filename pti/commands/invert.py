@@ -41,7 +41,8 @@ def add_pti_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, *, locality: bool = True) -> PTIConfig:
-    """The PTI configuration the options ask for; progress is read only on the lines that get printed."""
+    """The PTI configuration the options ask for; progress is read only on the lines that get printed, and
+    nothing renders previews (the command prints no images while it runs)."""
     base = preset(args.preset)
     projection_steps = args.projection_steps or base.projection.num_steps
     tuning_steps = args.tuning_steps or base.tuning.num_steps
@@ -51,8 +52,9 @@ def config_from_args(args: argparse.Namespace, *, locality: bool = True) -> PTIC
         raise ConfigError(f"--tuning-steps must be >= 1, got {args.tuning_steps}")
     return preset(
         args.preset,
-        projection={"num_steps": projection_steps, "report_every": max(1, projection_steps // 10)},
-        tuning={"num_steps": tuning_steps, "report_every": max(1, tuning_steps // 10)},
+        projection={"num_steps": projection_steps, "report_every": max(1, projection_steps // 10),
+                    "preview_every": 0},
+        tuning={"num_steps": tuning_steps, "report_every": max(1, tuning_steps // 10), "preview_every": 0},
         locality={"enabled": locality},
     )
 
