@@ -116,11 +116,12 @@ def _pointwise_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None)
         x_flat = x.reshape(n, -1, h * width)  # (N, I, HW)
         y = torch.bmm(w, x_flat) if bias is None else torch.baddbmm(bias.reshape(1, -1, 1), w, x_flat)
         return y.reshape(n, -1, h, width)
-    x_flat = x.permute(0, 2, 3, 1).reshape(n, h * width, -1)  # (N, HW, I): a view of channels-last memory
     w_t = w.transpose(1, 2)
     if n == 1:  # a plain matrix product is about twice as fast as a batch-of-one bmm (forward and backward)
-        y = (x_flat[0] @ w_t[0] if bias is None else torch.addmm(bias, x_flat[0], w_t[0])).unsqueeze(0)
+        x_flat = x.permute(0, 2, 3, 1).reshape(h * width, -1)  # (HW, I): a view of channels-last memory
+        y = x_flat @ w_t[0] if bias is None else torch.addmm(bias, x_flat, w_t[0])
     else:
+        x_flat = x.permute(0, 2, 3, 1).reshape(n, h * width, -1)  # (N, HW, I)
         y = torch.bmm(x_flat, w_t) if bias is None else torch.baddbmm(bias.reshape(1, 1, -1), x_flat, w_t)
     return y.reshape(n, h, width, -1).permute(0, 3, 1, 2)
 

@@ -207,6 +207,16 @@ def test_bias_act_leaves_input_alone_unless_inplace():
     assert y.data_ptr() == x.data_ptr() and x.abs().max() <= 0.1
 
 
+@pytest.mark.parametrize("act", ["linear", "relu", "lrelu"])
+@pytest.mark.parametrize("clamp", [None, 0.5])
+def test_bias_act_backward_leaves_the_incoming_gradient_alone(act, clamp):
+    x = torch.randn([2, 3, 4, 4], requires_grad=True)
+    grad_y = torch.randn([2, 3, 4, 4])
+    before = grad_y.clone()
+    bias_act(x, act=act, clamp=clamp, gain=1.7).backward(grad_y)
+    torch.testing.assert_close(grad_y, before, rtol=0, atol=0)
+
+
 def test_bias_act_without_bias_and_errors():
     x = torch.randn([2, 3])
     torch.testing.assert_close(bias_act(x, act="lrelu"), F.leaky_relu(x, 0.2) * 2**0.5)

@@ -92,15 +92,19 @@ def _grad_from_output(grad_y: torch.Tensor, y: torch.Tensor, code: int, alpha: f
 
     The sign of `y` is the sign of the activation's input, and |y| >= clamp where the clamp was active.
     """
-    grad = grad_y
-    if clamp >= 0:
-        grad = torch.ops.aten.hardtanh_backward(grad, y, -clamp, clamp)
+    grad = grad_y if clamp < 0 else torch.ops.aten.hardtanh_backward(grad_y, y, -clamp, clamp)
+    # Later passes write into the buffer made by the first one instead of allocating another (a fresh 1024 px
+    # buffer costs as much in page faults as the pass itself); grad_y itself is never written to.
+    owned = grad is not grad_y
     if code == ACTIVATIONS["lrelu"].code:
-        grad = torch.ops.aten.leaky_relu_backward(grad, y, alpha, True)
+        out = {"grad_input": grad} if owned else {}
+        grad = torch.ops.aten.leaky_relu_backward(grad, y, alpha, True, **out)
     elif code == ACTIVATIONS["relu"].code:
-        grad = torch.ops.aten.threshold_backward(grad, y, 0)
+        out = {"grad_input": grad} if owned else {}
+        grad = torch.ops.aten.threshold_backward(grad, y, 0, **out)
+    owned = grad is not grad_y
     if gain != 1:
-        grad = grad * gain
+        grad = grad.mul_(gain) if owned else grad * gain
     return grad
 
 
