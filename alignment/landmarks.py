@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Union
@@ -75,14 +74,16 @@ def _resolve_predictor_path(predictor_path: Union[str, os.PathLike, None]) -> Pa
 
 @functools.lru_cache(maxsize=4)
 def _load_verified_predictor(path: str, size: int, mtime_ns: int) -> dlib.shape_predictor:
-    """Check the file's sha256 and load it; cached per (path, size, mtime), so a changed file is checked again."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != LANDMARK_MODEL_SHA256:
+    """Check the file's sha256 and load it; cached per (path, size, mtime), so a changed file is checked again.
+
+    The digest comes from the weights registry's hash cache, so a file that `resolve` has just checked (or any
+    file checked at an earlier start) is not read twice."""
+    from pti.weights import file_sha256
+
+    digest = file_sha256(path)
+    if digest != LANDMARK_MODEL_SHA256:
         raise LandmarkModelError(
-            f"{path} is not dlib's shape_predictor_68_face_landmarks.dat: sha256 {digest.hexdigest()} "
+            f"{path} is not dlib's shape_predictor_68_face_landmarks.dat: sha256 {digest} "
             f"({size:,} bytes), expected {LANDMARK_MODEL_SHA256} (99,693,937 bytes)"
         )
     return dlib.shape_predictor(path)
