@@ -122,21 +122,34 @@ def test_fused_and_per_sample_modulation_agree(tiny_generator, reference, batch)
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_modulated_conv_matches_a_per_sample_conv_in_both_memory_formats(kernel, batch, memory_format):
-    """The modulated conv (1x1 as a matrix product, 3x3 as a convolution) against an explicit per-sample conv."""
+    """The modulated conv (1x1 as a matrix product, 3x3 as a convolution) against an explicit per-sample conv:
+    values, and gradients w.r.t. the input, the weight (incl. through the demodulation norms) and the styles."""
     torch.manual_seed(0)
-    x = torch.randn(batch, 5, 6, 6)
-    weight, styles, bias = torch.randn(4, 5, kernel, kernel), torch.randn(batch, 5), torch.randn(4)
+    inputs = [torch.randn(batch, 5, 6, 6), torch.randn(4, 5, kernel, kernel), torch.randn(batch, 5), torch.randn(4)]
+    probe = torch.randn(batch, 4, 6, 6)
+
+    def values_and_gradients(function):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        y = function(*leaves)
+        return [y.detach(), *torch.autograd.grad(y, leaves, probe)]
+
     for demodulate in (True, False):
-        expected = []
-        for i in range(batch):
-            w = weight * styles[i].reshape(1, -1, 1, 1)
-            if demodulate:
-                w = w / w.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
-            expected.append(F.conv2d(x[i : i + 1], w, bias, padding=kernel // 2))
+        def explicit(x, weight, styles, bias):
+            outputs = []
+            for i in range(batch):
+                w = weight * styles[i].reshape(1, -1, 1, 1)
+                if demodulate:
+                    w = w / w.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
+                outputs.append(F.conv2d(x[i : i + 1], w, bias, padding=kernel // 2))
+            return torch.cat(outputs)
+
+        expected = values_and_gradients(explicit)
         for fused in (True, False):
-            y = modulated_conv2d(x.contiguous(memory_format=memory_format), weight, styles, bias=bias,
-                                 padding=kernel // 2, demodulate=demodulate, fused_modconv=fused)
-            assert max_abs_diff(y, torch.cat(expected)) < 1e-5, (demodulate, fused)
+            got = values_and_gradients(lambda x, weight, styles, bias: modulated_conv2d(
+                x.contiguous(memory_format=memory_format), weight, styles, bias=bias, padding=kernel // 2,
+                demodulate=demodulate, fused_modconv=fused))
+            for name, g, e in zip(("output", "x", "weight", "styles", "bias"), got, expected):
+                assert max_abs_diff(g, e) < 1e-4 * max(1.0, e.abs().max().item()), (name, demodulate, fused)
 
 
 def test_train_mode_uses_per_sample_path_with_same_result(tiny_generator, reference):
