@@ -93,16 +93,18 @@ def modulated_conv2d(
     if kh == kw == 1 and up == 1 and padding == 0:  # 1x1 (ToRGB): a batched matrix product is faster
         y = _pointwise_conv(x, w.reshape(batch_size, out_channels, in_channels).to(x.dtype), bias)
         return y if noise is None else y.add_(noise.to(x.dtype))
-    w = w.reshape(-1, in_channels, kh, kw)
-    if batch_size > 1:  # the batch becomes the groups of one grouped convolution
-        x = x.reshape(1, -1, *x.shape[2:])
-        bias = None if bias is None else bias.repeat(batch_size)
-    x = conv2d_resample(
-        x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=batch_size, flip_weight=flip_weight,
-        bias=bias,
-    )
-    if batch_size > 1:
+    w = w.to(x.dtype)
+    if batch_size > 1 and not x.is_contiguous():  # channels-last (the CPU): one convolution per sample keeps the
+        # layout, where a grouped convolution over the batch would first copy everything to contiguous memory
+        x = torch.cat([conv2d_resample(x[i : i + 1], w[i], resample_filter, up=up, padding=padding,
+                                       flip_weight=flip_weight, bias=bias) for i in range(batch_size)])
+    elif batch_size > 1:  # the batch becomes the groups of one grouped convolution
+        x = conv2d_resample(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, in_channels, kh, kw), resample_filter,
+                            up=up, padding=padding, groups=batch_size, flip_weight=flip_weight,
+                            bias=None if bias is None else bias.repeat(batch_size))
         x = x.reshape(batch_size, -1, *x.shape[2:])
+    else:
+        x = conv2d_resample(x, w[0], resample_filter, up=up, padding=padding, flip_weight=flip_weight, bias=bias)
     if noise is not None:
         x = x.add_(noise.to(x.dtype))
     return x
