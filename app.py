@@ -46,7 +46,7 @@ READABLE_ERRORS = (AlignmentError, EditorUnavailableError, EditingError, ConfigE
 # Display names of the edit kinds.
 KIND_LABELS = {"interfacegan": "InterfaceGAN", "ganspace": "GANSpace", "styleclip": "StyleCLIP"}
 # Labels of the ways to find the pivot.
-PIVOT_LABELS = {"w": ("W projection (the paper's; 450 steps, a slightly closer start)", "w"),
+PIVOT_LABELS = {"w": ("W projection (the paper's; optimised over the projection steps)", "w"),
                 "e4e": ("e4e encoder (one pass; fast, best for StyleCLIP edits)", "e4e")}
 # What the pivot choice means, under the radio buttons.
 PIVOT_INFO = ("e4e is recommended for the StyleCLIP edits (their mappers were trained on e4e codes) and on a CPU "
