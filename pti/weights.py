@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import uuid
 import warnings
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # torch and the generator are imported where used, so that `resolve` stays light
     import torch
@@ -320,6 +322,37 @@ def _download(entry: WeightFile, cache_dir: str | os.PathLike[str] | None, progr
     finally:
         if silence:
             enable_progress_bars()
+
+
+def hub_reachable(endpoint: str | None = None, timeout_s: float = 3.0) -> bool:
+    """Whether the Hub's host (`endpoint`, default: huggingface_hub's, i.e. `HF_ENDPOINT`) takes a TCP connection
+    within `timeout_s`: one quick try, where the Hub client would retry for about 20 s per file before giving up."""
+    from huggingface_hub import constants
+
+    url = urlsplit(endpoint or constants.ENDPOINT)
+    if not url.hostname:
+        return False
+    try:
+        with socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def hub_offline() -> bool:
+    """Whether the Hub client is in offline mode (`HF_HUB_OFFLINE`): only cached files are used."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def go_offline() -> None:
+    """Put the Hub client in offline mode for the rest of this process, as `HF_HUB_OFFLINE=1` does at start-up:
+    files come from the cache, the weights folders and local paths, and a missing one fails at once."""
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
 
 
 def _entry(key: str | WeightFile) -> WeightFile:

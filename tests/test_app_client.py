@@ -18,6 +18,7 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from hub_server import FakeHub
 from PIL import Image
 from tiny_e4e import save_released_layout, tiny_e4e
 
@@ -428,6 +429,19 @@ def test_app_starts_without_the_default_model_and_says_what_is_missing(monkeypat
     finally:
         client.close()
         demo.close()
+
+
+def test_an_unreachable_hub_switches_to_cached_files_at_start(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # both restored after the test
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with FakeHub() as hub:
+        assert not app.offline_if_the_hub_is_unreachable(hub.url)  # reachable: stays online
+    assert not constants.HF_HUB_OFFLINE
+    unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert app.offline_if_the_hub_is_unreachable(unreachable)
+    assert constants.HF_HUB_OFFLINE and not app.offline_if_the_hub_is_unreachable(unreachable)  # already offline
 
 
 def test_flags_default_to_environment_variables(monkeypatch):

@@ -4,8 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from huggingface_hub import constants as hf_constants
@@ -17,7 +19,18 @@ from hub_server import COMMIT, FakeHub, HubFile
 from pti import weights
 from pti.generator_io import GeneratorFileError, read_metadata
 from pti.legacy_pickle import Snapshot
-from pti.weights import REGISTRY, WeightFile, WeightsError, file_sha256, load_generator, resolve, resolve_file
+from pti.weights import (
+    REGISTRY,
+    WeightFile,
+    WeightsError,
+    file_sha256,
+    go_offline,
+    hub_offline,
+    hub_reachable,
+    load_generator,
+    resolve,
+    resolve_file,
+)
 
 REPO_ROOT = Path(__file__).parent.parent
 SNAPSHOT = TINY_DIR / "stylegan2_ada_tiny_snapshot.pkl"
@@ -227,6 +240,30 @@ def test_offline_with_an_empty_cache_says_how_to_provide_the_file(tmp_path, monk
     assert "HF_HUB_OFFLINE is set and the file is not in the cache" in message
     assert str(tmp_path / "hf") in message and str(tmp_path / "my-weights") in message
     assert "local=" in message and "hf download tester/weights checkpoints/model.bin" in message
+    assert hub.requests == []
+
+
+def test_hub_reachable_tries_one_connection(tmp_path):
+    with FakeHub(MODEL_FILE) as hub:
+        assert hub_reachable(hub.url)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there any more: refused at once
+    start = time.perf_counter()
+    assert not hub_reachable(f"http://127.0.0.1:{port}")
+    assert time.perf_counter() - start < 2
+    assert not hub_reachable("not a url")
+
+
+def test_go_offline_makes_a_missing_file_fail_at_once_without_contacting_the_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # both restored after the test
+    assert not hub_offline()
+    go_offline()
+    assert hub_offline() and os.environ["HF_HUB_OFFLINE"] == "1"
+    with FakeHub(MODEL_FILE) as hub:
+        with pytest.raises(WeightsError, match="HF_HUB_OFFLINE is set and the file is not in the cache"):
+            resolve(_entry(MODEL_FILE), cache_dir=tmp_path / "hf", endpoint=hub.url)
     assert hub.requests == []
 
 
