@@ -39,7 +39,7 @@ class SpeedSettings:
     tf32: bool = True  # TF32 tensor cores for float32 matrix products and convolutions (CUDA)
     cudnn_benchmark: bool = True  # cuDNN autotunes the convolution algorithm per shape (the steps have fixed shapes)
     tuning_lpips_resolution: int | None = 256  # tuning LPIPS on images area-downsampled to this; None: the config's
-    channels_last: bool = False  # channels-last memory format in the fp16 blocks (CUDA; the CPU always uses it)
+    channels_last: bool = False  # channels-last memory format in the fp16 blocks (CUDA; the CPU picks per block)
 
     def __post_init__(self) -> None:
         if self.ops_impl not in ("auto", "ref"):
