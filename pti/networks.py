@@ -96,8 +96,9 @@ def modulated_conv2d(
     w = w.to(x.dtype)
     if batch_size > 1 and not x.is_contiguous():  # channels-last (the CPU): one convolution per sample keeps the
         # layout, where a grouped convolution over the batch would first copy everything to contiguous memory
-        x = torch.cat([conv2d_resample(x[i : i + 1], w[i], resample_filter, up=up, padding=padding,
-                                       flip_weight=flip_weight, bias=bias) for i in range(batch_size)])
+        # (split, not indexing: its gradient is one concatenation, not a zero-filled batch per sample)
+        x = torch.cat([conv2d_resample(sample, weight_i, resample_filter, up=up, padding=padding,
+                                       flip_weight=flip_weight, bias=bias) for sample, weight_i in zip(x.split(1), w)])
     elif batch_size > 1:  # the batch becomes the groups of one grouped convolution
         x = conv2d_resample(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, in_channels, kh, kw), resample_filter,
                             up=up, padding=padding, groups=batch_size, flip_weight=flip_weight,
@@ -127,20 +128,19 @@ class _FilterSquaredNorms(torch.autograd.Function):
 
 
 def _pointwise_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample 1x1 convolution of `x` (N, I, H, W) with `w` (N, O, I), plus `bias` (O), as one batched matrix
-    product over the pixels; works without a copy on contiguous and on channels-last `x` (and keeps its format)."""
+    """Per-sample 1x1 convolution of `x` (N, I, H, W) with `w` (N, O, I), plus `bias` (O), as matrix products over
+    the pixels; works without a copy on contiguous and on channels-last `x` (and keeps its format)."""
     n, _, h, width = x.shape
     if x.is_contiguous():
         x_flat = x.reshape(n, -1, h * width)  # (N, I, HW)
         y = torch.bmm(w, x_flat) if bias is None else torch.baddbmm(bias.reshape(1, -1, 1), w, x_flat)
         return y.reshape(n, -1, h, width)
-    w_t = w.transpose(1, 2)
-    if n == 1:  # a plain matrix product is about twice as fast as a batch-of-one bmm (forward and backward)
-        x_flat = x.permute(0, 2, 3, 1).reshape(h * width, -1)  # (HW, I): a view of channels-last memory
-        y = x_flat @ w_t[0] if bias is None else torch.addmm(bias, x_flat, w_t[0])
-    else:
-        x_flat = x.permute(0, 2, 3, 1).reshape(n, h * width, -1)  # (N, HW, I)
-        y = torch.bmm(x_flat, w_t) if bias is None else torch.baddbmm(bias.reshape(1, 1, -1), x_flat, w_t)
+    # Channels-last: one plain matrix product per sample, (HW, I) @ (I, O) on a view of its memory; about twice as
+    # fast as a batched product here, forward and backward (whose inner dimension, O = 3, a bmm handles poorly).
+    products = [sample.reshape(h * width, -1) @ w_i.t() if bias is None
+                else torch.addmm(bias, sample.reshape(h * width, -1), w_i.t())
+                for sample, w_i in zip(x.permute(0, 2, 3, 1).split(1), w)]
+    y = products[0].unsqueeze(0) if n == 1 else torch.stack(products)
     return y.reshape(n, h, width, -1).permute(0, 3, 1, 2)
 
 
