@@ -137,9 +137,11 @@ def _pointwise_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None)
         return y.reshape(n, -1, h, width)
     # Channels-last: one plain matrix product per sample, (HW, I) @ (I, O) on a view of its memory; about twice as
     # fast as a batched product here, forward and backward (whose inner dimension, O = 3, a bmm handles poorly).
+    pixels = x.permute(0, 2, 3, 1)  # (N, H, W, I): a view of channels-last memory
+    samples = [pixels] if n == 1 else pixels.split(1)  # (a split of one would copy its gradient)
     products = [sample.reshape(h * width, -1) @ w_i.t() if bias is None
                 else torch.addmm(bias, sample.reshape(h * width, -1), w_i.t())
-                for sample, w_i in zip(x.permute(0, 2, 3, 1).split(1), w)]
+                for sample, w_i in zip(samples, w)]
     y = products[0].unsqueeze(0) if n == 1 else torch.stack(products)
     return y.reshape(n, h, width, -1).permute(0, 3, 1, 2)
 
