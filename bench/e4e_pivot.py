@@ -19,6 +19,7 @@ if __name__ == "__main__":  # `python bench/e4e_pivot.py` puts bench/ first on s
     sys.path[:] = [str(_BENCH_DIR.parent)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _BENCH_DIR]
 
 import argparse  # noqa: E402 - after the sys.path fix above
+import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -39,28 +40,19 @@ RESOLUTION = 1024
 CHANNEL_BASE = 32768  # the FFHQ 1024 px configuration
 
 
-def ffhq_generator(device: torch.device) -> torch.nn.Module:
-    """The FFHQ 1024 px generator with random weights, built by bench/generator.py (the generator benchmark)."""
+@functools.lru_cache(maxsize=1)
+def generator_benchmark():
+    """bench/generator.py as a module (the generator benchmark: the FFHQ generator and its timing helper)."""
     spec = importlib.util.spec_from_file_location("bench_generator", _BENCH_DIR / "generator.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module.ffhq_generator(RESOLUTION, CHANNEL_BASE, device).requires_grad_(False)
+    return module
 
 
 def timed(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, list[float]]:
     """(median, every run) wall seconds of `run()` after one warm-up call, synchronising CUDA around each run."""
-    def once() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    once()
-    runs = [once() for _ in range(repeats)]
+    _, runs = generator_benchmark().time_step(run, device, warmup=1, repeats=repeats)
     return statistics.median(runs), runs
 
 
@@ -83,7 +75,7 @@ def main() -> None:
     torch.manual_seed(0)
     load_before = os.getloadavg()
 
-    G = ffhq_generator(device)
+    G = generator_benchmark().ffhq_generator(RESOLUTION, CHANNEL_BASE, device).requires_grad_(False)
     with torch.no_grad():
         ws = G.mapping(torch.randn(1, G.z_dim, device=device), None)
         target = G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1)
