@@ -50,9 +50,10 @@ def modulated_conv2d(
     """StyleGAN2's modulated convolution: `(conv(x, weight * styles [/ demod]) + noise + bias) * out_gain`.
 
     `x` is (N, I, H, W), `weight` (O, I, k, k), `styles` (N, I), `noise` broadcastable to the output, `bias` (O).
-    `fused_modconv=True` builds one weight per sample and runs one grouped convolution (bias included);
-    False scales the activations before and after a shared convolution. Both compute the same function;
-    None picks the cheaper: scaling the weights where they are smaller than the input activations.
+    `fused_modconv=True` builds one weight per sample and convolves each sample with its own (one grouped
+    convolution over the batch for contiguous `x`, one convolution per sample for channels-last `x`; bias
+    included); False scales the activations before and after a shared convolution. Both compute the same
+    function; None picks the cheaper: scaling the weights where they are smaller than the input activations.
     """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
@@ -90,7 +91,7 @@ def modulated_conv2d(
     else:
         scale = (styles * out_gain).unsqueeze(1)  # [N, 1, I]
     w = weight.unsqueeze(0) * scale.reshape(*scale.shape, 1, 1)  # [N, O, I, k, k]
-    if kh == kw == 1 and up == 1 and padding == 0:  # 1x1 (ToRGB): a batched matrix product is faster
+    if kh == kw == 1 and up == 1 and padding == 0:  # 1x1 (ToRGB): matrix products are faster
         y = _pointwise_conv(x, w.reshape(batch_size, out_channels, in_channels).to(x.dtype), bias)
         return y if noise is None else y.add_(noise.to(x.dtype))
     w = w.to(x.dtype)
