@@ -29,6 +29,7 @@ from editing_directions.edit import Edit
 from editing_directions.errors import EditingError
 from pti import weights
 from pti.config import PRESET_NAMES, ConfigError
+from pti.cpu_allocator import keep_freed_memory, release_freed_memory
 from pti.e4e import E4ECheckpointError, E4EGeneratorMismatchError
 from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, FaceEditor, Inversion, \
     InversionSettings, Photo, SettingsError
@@ -394,6 +395,7 @@ class SessionHandlers:
                            preview if item.phase == "tuning" else skip, skip, skip, skip, skip)
         finally:
             self.stops.end(session_id, stop)
+            release_freed_memory()  # the tuning's activations: back to the system, not kept at peak
         with shown_as_gradio_errors():
             start = EditingSession(photo=photo, inversion=inversion, step_images=(inversion.tuned_render.image,))
             self.store.put(session_id, start)
@@ -664,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse the flags, load the models once, and serve the app."""
     logging.basicConfig(level=logging.INFO)
     options = parse_args(argv)
+    keep_freed_memory()  # process-wide: large CPU tensors reuse freed memory instead of faulting in fresh pages
     offline_if_the_hub_is_unreachable()
     editor = load_editor(options)
     LOGGER.info("model %s on %s; sessions: %d / %s", options.model, editor.device, options.max_sessions,

@@ -30,6 +30,7 @@ from typing import Callable  # noqa: E402
 import torch  # noqa: E402
 
 from pti.config import ProjectionConfig  # noqa: E402
+from pti.cpu_allocator import keep_freed_memory  # noqa: E402
 from pti.e4e import E4E  # noqa: E402
 from pti.e4e_network import Encoder4Editing  # noqa: E402
 from pti.images import tensor_to_pil  # noqa: E402
@@ -71,6 +72,7 @@ def main() -> None:
         parser.error("--steps must be at least 2 (the median step is taken between progress reports)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = "keeps freed memory" if keep_freed_memory() else "default"  # as in the app and the CLI
     device = torch.device(args.device)
     torch.manual_seed(0)
     load_before = os.getloadavg()
@@ -114,6 +116,7 @@ def main() -> None:
         "ratio_projection_to_e4e": projected_s / e4e_total_s,
         "note": (f"the {args.projection_steps}-step projection time is extrapolated: setup + "
                  f"{args.projection_steps} x the median of {args.steps - 1} measured step intervals"),
+        "allocator": allocator,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg(),
                     "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

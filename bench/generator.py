@@ -7,6 +7,9 @@ Prints a table with ratios against the reference implementation's numbers and wr
 
     python bench/generator.py                       # 256 and 1024 on the CPU, eager
     python bench/generator.py --compile --out bench/results/generator_compile.json
+
+The C allocator is set as the app and the CLI set it (`pti.cpu_allocator.keep_freed_memory`);
+`--default-allocator` leaves it alone.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pti.cpu_allocator import keep_freed_memory  # noqa: E402
 from pti.networks import Generator  # noqa: E402
 
 MODES = ("forward", "forward_backward_ws", "forward_backward_all")
@@ -132,16 +136,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(G.synthesis)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (the app and the CLI keep freed memory for reuse)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generator.json")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.repeats < 1:
         parser.error("--warmup and --repeats must be at least 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    allocator = "default" if args.default_allocator or not keep_freed_memory() else "keeps freed memory"
     device = torch.device(args.device)
     load_before = load_average()
     timings: list[Timing] = []
-    print(f"load average before: {load_before}", flush=True)
+    print(f"load average before: {load_before}; allocator: {allocator}", flush=True)
     for resolution in args.resolutions:
         channel_base = 32768 if resolution >= 512 else 16384
         torch.manual_seed(0)
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     load_after = load_average()
     print_table(timings, device)
     print(f"load average before: {load_before}, after: {load_after}")
-    report = {"machine": machine_info(device), "load_average_before": load_before, "load_average_after": load_after,
+    report = {"machine": machine_info(device), "allocator": allocator, "load_average_before": load_before, "load_average_after": load_after,
               "command": " ".join([Path(sys.executable).name, *sys.argv]), "timings": [asdict(t) for t in timings]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

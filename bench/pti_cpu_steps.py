@@ -5,7 +5,10 @@ intervals of short runs, so setup is excluded), and as the baseline one synthesi
 wall and process CPU seconds (CPU time is less sensitive to other load on a shared machine).
 LPIPS backbones are random (same cost as pretrained). Writes bench/results/pti_cpu_steps.json.
 
-    python bench/pti_cpu_steps.py [--steps 4] [--threads N]
+    python bench/pti_cpu_steps.py [--steps 4] [--threads N] [--default-allocator]
+
+The C allocator is set as the app and the CLI set it (`pti.cpu_allocator.keep_freed_memory`) unless
+`--default-allocator` is given.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from pti.config import ProjectionConfig, preset  # noqa: E402
+from pti.cpu_allocator import keep_freed_memory  # noqa: E402
 from pti.losses import build_lpips  # noqa: E402
 from pti.networks import Generator  # noqa: E402
 from pti.projector import project_w  # noqa: E402
@@ -50,7 +54,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="steps per timed run (median of steps-1 intervals)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (the app and the CLI keep freed memory for reuse)")
+    parser.add_argument("--out", type=Path, default=_BENCH_DIR / "results" / "pti_cpu_steps.json")
     args = parser.parse_args()
+    allocator = "default" if args.default_allocator or not keep_freed_memory() else "keeps freed memory"
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -86,13 +94,15 @@ def main() -> None:
                     "load_average_before": load_before, "load_average_after": os.getloadavg(),
                     "torch": torch.__version__, "platform": platform.platform()},
         "steps_per_run": args.steps,
+        "allocator": allocator,
     }
-    out = _BENCH_DIR / "results" / "pti_cpu_steps.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     for name, (wall, cpu) in results.items():
         print(f"{name:30} {wall:8.2f} s wall {cpu:8.2f} s CPU  ({wall / baseline_s:4.2f}x baseline)")
-    print(f"load average before/after: {load_before} / {os.getloadavg()}; threads {torch.get_num_threads()}")
+    print(f"load average before/after: {load_before} / {os.getloadavg()}; threads {torch.get_num_threads()}; "
+          f"allocator: {allocator}")
     print(f"written to {out}")
 
 
