@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -666,6 +667,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse the flags, load the models once, and serve the app."""
     logging.basicConfig(level=logging.INFO)
     options = parse_args(argv)
+    # SIGTERM (docker stop, systemd, a Space restart) stops the app as Ctrl-C does, so its clean-up runs too
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     keep_freed_memory()  # process-wide: large CPU tensors reuse freed memory instead of faulting in fresh pages
     offline_if_the_hub_is_unreachable()
     editor = load_editor(options)

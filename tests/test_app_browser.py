@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from app_process import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -23,7 +19,6 @@ PHOTO = REPO / "examples" / "astronaut.png"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 800}  # a laptop window
-STARTUP_TIMEOUT_S = 240
 STEP_TIMEOUT_MS = 180_000
 
 
@@ -37,42 +32,11 @@ def chromium_or_skip() -> str:
     pytest.skip("Chromium is not installed (`apt-get install chromium`; CI installs it)")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(landmarks_model_path, tmp_path_factory):
     """`python app.py --model tiny` started as a person would, on a free port; its log is kept for failures."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("app") / "app.log"
-    command = [sys.executable, "app.py", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
-               "--landmarks", str(landmarks_model_path), "--lpips", "random"]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    try:
-        # Gradio prints the share hint once its own check of the local URL has passed: only then is it up.
-        # (Polling the page earlier competes with that check, which gives up after 3 s on a busy machine.)
-        while "set `share=True`" not in log_path.read_text():
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not start within {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        assert httpx.get(url, timeout=60).status_code == 200
+    with running_app(landmarks_model_path, tmp_path_factory.mktemp("app") / "app.log") as (url, _):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture()
