@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_projector import out_of_domain_targets
+from targets import out_of_domain_targets
 from tiny_e4e import save_released_layout, tiny_e4e
 
 import pti.weights

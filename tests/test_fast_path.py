@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from test_projector import out_of_domain_targets
+from targets import out_of_domain_targets
 
 from pti.config import PTIConfig, preset
 from pti.fast_path import (

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_projector import out_of_domain_targets
+from targets import out_of_domain_targets
 
 from pti.config import preset
 from pti.images import tensor_to_pil
