@@ -665,11 +665,11 @@ def offline_if_the_hub_is_unreachable(endpoint: str | None = None) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the flags, load the models once, and serve the app."""
+    keep_freed_memory()  # process-wide, first: large CPU tensors reuse freed memory instead of faulting in pages
     logging.basicConfig(level=logging.INFO)
     options = parse_args(argv)
     # SIGTERM (docker stop, systemd, a Space restart) stops the app as Ctrl-C does, so its clean-up runs too
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    keep_freed_memory()  # process-wide: large CPU tensors reuse freed memory instead of faulting in fresh pages
     offline_if_the_hub_is_unreachable()
     editor = load_editor(options)
     LOGGER.info("model %s on %s; sessions: %d / %s", options.model, editor.device, options.max_sessions,

@@ -15,6 +15,7 @@ import platform
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -30,15 +31,18 @@ def _glibc() -> ctypes.CDLL | None:
 def keep_freed_memory() -> bool:
     """Serve large allocations from the heap and never trim it, so freed pages are reused without faulting in.
 
-    Affects the whole process (like `torch.set_num_threads`); returns whether it took effect (False off glibc).
-    The price is that the process keeps its peak memory until `release_freed_memory`.
+    One heap for every thread: a thread's own arena maps blocks over 64 MB afresh whatever the settings (the app
+    runs its jobs in worker threads). Call it early: threads that already have an arena may keep it. Affects the
+    whole process (like `torch.set_num_threads`); returns whether it took effect (False off glibc). The price is
+    that the process keeps its peak memory until `release_freed_memory`.
     """
     libc = _glibc()
     if libc is None:
         return False
     no_mmap = libc.mallopt(_M_MMAP_MAX, 0)
     no_trim = libc.mallopt(_M_TRIM_THRESHOLD, -1)  # -1: never trim (glibc's documented value)
-    return bool(no_mmap and no_trim)
+    one_arena = libc.mallopt(_M_ARENA_MAX, 1)
+    return bool(no_mmap and no_trim and one_arena)
 
 
 def release_freed_memory() -> bool:
