@@ -114,13 +114,17 @@ def modulated_conv2d(
 
 class _FilterSquaredNorms(torch.autograd.Function):
     """Sum of squares of every filter of a conv weight, (O, I, k, k) -> (O, I): one batched dot product forward and
-    one pass backward (autograd of the plain formula reduces over the 9 taps slowly and makes three passes back)."""
+    one pass backward (autograd of the plain formula reduces over the 9 taps slowly and makes three passes back).
+    A weight stored (I, O, k, k) in memory is read in that order (no copy)."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102 - autograd protocol
         ctx.save_for_backward(weight)
-        taps = weight.reshape(-1, 1, weight.shape[2] * weight.shape[3])
-        return torch.bmm(taps, taps.transpose(1, 2)).reshape(weight.shape[:2])
+        stored_transposed = not weight.is_contiguous() and weight.transpose(0, 1).is_contiguous()
+        filters = weight.transpose(0, 1) if stored_transposed else weight
+        taps = filters.reshape(-1, 1, weight.shape[2] * weight.shape[3])
+        norms = torch.bmm(taps, taps.transpose(1, 2)).reshape(filters.shape[:2])
+        return norms.t() if stored_transposed else norms
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102 - autograd protocol
@@ -267,9 +271,12 @@ class SynthesisLayer(nn.Module):
         self.padding = kernel_size // 2
         self.act_gain = ACTIVATIONS[activation].default_gain
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
-            memory_format=memory_format))
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+        if channels_last:
+            weight = weight.to(memory_format=torch.channels_last)
+        elif up > 1:  # stored (in, out, k, k): the transposed convolution takes its weight so, with no copy per call
+            weight = weight.transpose(0, 1).contiguous().transpose(0, 1)
+        self.weight = nn.Parameter(weight)
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         if use_noise:
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))

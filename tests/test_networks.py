@@ -9,7 +9,8 @@ from conftest import TINY_DIR
 
 import torch.nn.functional as F
 
-from pti.networks import Generator, GeneratorConfigError, GeneratorInputError, modulated_conv2d
+from pti.networks import Generator, GeneratorConfigError, GeneratorInputError, SynthesisLayer, modulated_conv2d
+from pti.ops.upfirdn2d import setup_filter
 
 TOLERANCE = 1e-4  # max abs diff against the reference implementation's float32 outputs
 
@@ -150,6 +151,42 @@ def test_modulated_conv_matches_a_per_sample_conv_in_both_memory_formats(kernel,
                 demodulate=demodulate, fused_modconv=fused))
             for name, g, e in zip(("output", "x", "weight", "styles", "bias"), got, expected):
                 assert max_abs_diff(g, e) < 1e-4 * max(1.0, e.abs().max().item()), (name, demodulate, fused)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsampling_conv_weight_stored_in_out_order_gives_the_same_values_and_gradients(batch, memory_format):
+    """Up-sampling layers keep their weight as (in, out, k, k) in memory (what the transposed convolution reads):
+    values and every gradient equal those of the same weight stored contiguously."""
+    torch.manual_seed(0)
+    x, styles, noise = torch.randn(batch, 6, 5, 5), torch.randn(batch, 6), torch.randn(1, 1, 10, 10)
+    weight = torch.randn(4, 6, 3, 3)
+    probe = torch.randn(batch, 4, 10, 10)
+    stored = {"contiguous": weight, "in-out": weight.transpose(0, 1).contiguous().transpose(0, 1)}
+    assert stored["in-out"].transpose(0, 1).is_contiguous() and torch.equal(stored["in-out"], weight)
+
+    for fused in (True, False):
+        results = {}
+        for name, w in stored.items():
+            leaves = [x.clone().requires_grad_(True), w.clone(memory_format=torch.preserve_format).requires_grad_(True),
+                      styles.clone().requires_grad_(True)]
+            y = modulated_conv2d(leaves[0].contiguous(memory_format=memory_format), leaves[1], leaves[2], noise=noise,
+                                 up=2, padding=1, resample_filter=setup_filter([1, 3, 3, 1]), flip_weight=False,
+                                 fused_modconv=fused)
+            results[name] = [y.detach(), *torch.autograd.grad(y, leaves, probe)]
+        for what, a, b in zip(("output", "x", "weight", "styles"), results["contiguous"], results["in-out"]):
+            assert max_abs_diff(a, b) < 1e-5 * max(1.0, a.abs().max().item()), (what, fused)
+
+
+def test_upsampling_weights_keep_their_in_out_storage_through_state_dict_loading(tiny_generator, tiny_init_kwargs):
+    G = Generator(**tiny_init_kwargs)
+    G.load_state_dict(tiny_generator.state_dict())
+    layers = [m for m in G.synthesis.modules() if isinstance(m, SynthesisLayer)]
+    assert any(layer.up == 2 for layer in layers) and any(layer.up == 1 for layer in layers)
+    for layer, reference_layer in zip(layers, [m for m in tiny_generator.synthesis.modules()
+                                               if isinstance(m, SynthesisLayer)]):
+        assert torch.equal(layer.weight, reference_layer.weight)
+        assert layer.weight.transpose(0, 1).is_contiguous() if layer.up == 2 else layer.weight.is_contiguous()
 
 
 def test_train_mode_uses_per_sample_path_with_same_result(tiny_generator, reference):
