@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     load_after = load_average()
     print_table(timings, device)
     print(f"load average before: {load_before}, after: {load_after}")
-    report = {"machine": machine_info(device), "allocator": allocator, "load_average_before": load_before, "load_average_after": load_after,
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "timings": [asdict(t) for t in timings]}
+    report = {"machine": machine_info(device), "allocator": allocator, "load_average_before": load_before,
+              "load_average_after": load_after, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "timings": [asdict(t) for t in timings]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -2,7 +2,7 @@
 
 With glibc's defaults every large tensor is a fresh `mmap` whose pages fault in one by one, and freed memory is
 handed back to the system at once: a 1024 px forward+backward on the CPU page-faults ~850,000 times per step
-(3.4 GB of fresh pages), a third of its time on the dev machines. `keep_freed_memory` makes freed memory
+(3.4 GB of fresh pages), a quarter of its time on the dev machines. `keep_freed_memory` makes freed memory
 reusable instead; the entry points (the app, `python -m pti`, the benchmarks) call it once at start, and
 `release_freed_memory` gives the memory back when a long job is done.
 """
