@@ -5,8 +5,6 @@ import argparse
 import importlib
 from typing import Sequence
 
-from pti.cpu_allocator import keep_freed_memory
-
 # Sub-command modules; each defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMAND_MODULES = ("invert", "edit", "evaluate")
 
@@ -22,6 +20,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the chosen sub-command; returns the exit status."""
-    keep_freed_memory()  # process-wide: large CPU tensors reuse freed memory instead of faulting in fresh pages
     args = build_parser().parse_args(argv)
     return args.func(args)

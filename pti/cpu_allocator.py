@@ -3,13 +3,12 @@
 With glibc's defaults every large tensor is a fresh `mmap` whose pages fault in one by one, and freed memory is
 handed back to the system at once: a 1024 px forward+backward on the CPU page-faults ~850,000 times per step
 (3.4 GB of fresh pages), a quarter of its time on the dev machines. `keep_freed_memory` makes freed memory
-reusable instead; the entry points (the app, `python -m pti`, the benchmarks) call it once at start, and
+reusable instead; the entry points (`app.py`, `python -m pti`, the benchmarks) call it once at start, and
 `release_freed_memory` gives the memory back when a long job is done.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import platform
 
 # mallopt parameters (glibc's malloc.h)
@@ -23,9 +22,12 @@ def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname; already loaded, so this only looks it up
     except OSError:
         return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    return libc
 
 
 def keep_freed_memory() -> bool:
@@ -33,8 +35,9 @@ def keep_freed_memory() -> bool:
 
     One heap for every thread: a thread's own arena maps blocks over 64 MB afresh whatever the settings (the app
     runs its jobs in worker threads). Call it early: threads that already have an arena may keep it. Affects the
-    whole process (like `torch.set_num_threads`); returns whether it took effect (False off glibc). The price is
-    that the process keeps its peak memory until `release_freed_memory`.
+    whole process (like `torch.set_num_threads`); returns whether glibc took the settings (False off glibc; with
+    another allocator preloaded, e.g. jemalloc, glibc takes them but its allocator is not the one in use). The
+    price is that the process keeps its peak memory until `release_freed_memory`.
     """
     libc = _glibc()
     if libc is None:
