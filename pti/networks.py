@@ -90,17 +90,21 @@ def modulated_conv2d(
         scale = styles.unsqueeze(1) * out_scale.unsqueeze(2)  # [N, O, I]
     else:
         scale = (styles * out_gain).unsqueeze(1)  # [N, 1, I]
-    w = weight.unsqueeze(0) * scale.reshape(*scale.shape, 1, 1)  # [N, O, I, k, k]
+    scale = scale.reshape(*scale.shape, 1, 1)
+    grouped = batch_size > 1 and x.is_contiguous()
+    # A product takes the memory order of its first factor: the weight's own for per-sample convolutions (an
+    # up-sampling weight is stored (in, out), as its transposed convolution reads it), (N, O, I) for a grouped one.
+    w = scale * weight.unsqueeze(0) if grouped else weight.unsqueeze(0) * scale  # [N, O, I, k, k]
     if kh == kw == 1 and up == 1 and padding == 0:  # 1x1 (ToRGB): matrix products are faster
         y = _pointwise_conv(x, w.reshape(batch_size, out_channels, in_channels).to(x.dtype), bias)
         return y if noise is None else y.add_(noise.to(x.dtype))
     w = w.to(x.dtype)
-    if batch_size > 1 and not x.is_contiguous():  # channels-last (the CPU): one convolution per sample keeps the
+    if batch_size > 1 and not grouped:  # channels-last (the CPU): one convolution per sample keeps the
         # layout, where a grouped convolution over the batch would first copy everything to contiguous memory
         # (split, not indexing: its gradient is one concatenation, not a zero-filled batch per sample)
         x = torch.cat([conv2d_resample(sample, weight_i, resample_filter, up=up, padding=padding,
                                        flip_weight=flip_weight, bias=bias) for sample, weight_i in zip(x.split(1), w)])
-    elif batch_size > 1:  # the batch becomes the groups of one grouped convolution
+    elif grouped:  # the batch becomes the groups of one grouped convolution
         x = conv2d_resample(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, in_channels, kh, kw), resample_filter,
                             up=up, padding=padding, groups=batch_size, flip_weight=flip_weight,
                             bias=None if bias is None else bias.repeat(batch_size))
