@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from app_process import free_port
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from hub_server import FakeHub
@@ -34,13 +34,6 @@ GRACE_HOPPER = EXAMPLES / "grace_hopper.jpg"
 SETTINGS = ("fast", 3, 2, True, 0, "w")
 QUICK_SETTINGS = ("fast", 2, 1, False, 0, "w")  # where the inversion only has to exist
 MAX_UPLOAD = "1mb"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch(editor, options: app.AppOptions, store=None):

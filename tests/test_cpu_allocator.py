@@ -1,6 +1,7 @@
 """pti.cpu_allocator: freed memory is reused without page faults, and given back on request (glibc only).
 
-Each check runs in a fresh interpreter: the settings are process-wide, and the default allocator is the baseline.
+The settings are process-wide, so every check that applies them runs in a fresh interpreter (the default
+allocator is the baseline); the entry-point check replaces them with a recorder.
 """
 from __future__ import annotations
 
