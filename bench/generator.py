@@ -3,7 +3,9 @@
 Times, per resolution: a forward pass (eval, no grad), a forward+backward to the W+ code only (what the
 W projection does) and a forward+backward to the code and every generator weight (what pivotal tuning does).
 Warm-up runs first, then the median of the timed runs. Optionally the same with `torch.compile`.
-Prints a table with ratios against the reference implementation's numbers and writes JSON.
+The baseline, timed in the same run, is the reference implementation's op sequence over the same weights
+(bench/reference_style.py); the table gives the speed-up against it and against the reference's numbers in
+issue #2 (measured elsewhere), and the JSON has every run.
 
     python bench/generator.py                       # 256 and 1024 on the CPU, eager
     python bench/generator.py --compile --out bench/results/generator_compile.json
@@ -28,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pti.cpu_allocator import keep_freed_memory  # noqa: E402
 from pti.networks import Generator  # noqa: E402
+from reference_style import reference_style_copy, reference_style_synthesis  # noqa: E402 (bench/, the script's folder)
 
 MODES = ("forward", "forward_backward_ws", "forward_backward_all")
 # The reference StyleGAN2-ADA implementation, eval mode, batch 1, on a quiet 2-core CPU of this project's dev
@@ -45,7 +48,7 @@ class Timing:
     resolution: int  # output resolution
     channel_base: int  # channel_base of the configuration
     mode: str  # one of MODES
-    variant: str  # 'eager' or 'compiled'
+    variant: str  # 'eager', 'compiled' or 'reference-style' (the baseline)
     median_s: float  # median wall time of the timed runs
     min_s: float  # fastest timed run
     runs_s: list[float]  # every timed run
@@ -66,16 +69,16 @@ def ffhq_generator(resolution: int, channel_base: int, device: torch.device) -> 
     return generator.eval().to(device)
 
 
-def step_function(generator: Generator, synthesis, ws: torch.Tensor, mode: str):
-    """A callable running one benchmark step of `mode` through `synthesis` (eager or compiled)."""
+def step_function(weights_of: torch.nn.Module, synthesis, ws: torch.Tensor, mode: str):
+    """A callable running one benchmark step of `mode` through `synthesis`, whose weights are those of `weights_of`."""
 
     def forward():
         with torch.no_grad():
             return synthesis(ws, noise_mode="const")
 
     def forward_backward(weights: bool):
-        generator.requires_grad_(weights)
-        generator.zero_grad(set_to_none=True)
+        weights_of.requires_grad_(weights)
+        weights_of.zero_grad(set_to_none=True)
         w = ws.detach().clone().requires_grad_(True)
         synthesis(w, noise_mode="const").square().mean().backward()
         return w.grad
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(G.synthesis)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the reference-style baseline in the same run (default: yes)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's allocator as it is (the app and the CLI keep freed memory for reuse)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generator.json")
@@ -154,17 +159,21 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         generator = ffhq_generator(resolution, channel_base, device)
         ws = generator.mapping(torch.randn([1, 512], device=device), None).detach()
-        variants = {"eager": generator.synthesis}
+        variants = {"eager": (generator.synthesis, generator.synthesis)}
         if args.compile:
-            variants["compiled"] = torch.compile(generator.synthesis)
-        for variant, synthesis in variants.items():
+            variants["compiled"] = (generator.synthesis, torch.compile(generator.synthesis))
+        if args.baseline:
+            baseline = reference_style_copy(generator.synthesis)
+            variants["reference-style"] = (baseline, lambda ws, noise_mode, b=baseline: reference_style_synthesis(
+                b, ws, noise_mode=noise_mode))
+        for variant, (weights_of, synthesis) in variants.items():
             for mode in args.modes:
-                step = step_function(generator, synthesis, ws, mode)
+                step = step_function(weights_of, synthesis, ws, mode)
                 first, runs = time_step(step, device, args.warmup, args.repeats)
                 timing = Timing(resolution, channel_base, mode, variant, statistics.median(runs), min(runs), runs,
                                 first)
                 timings.append(timing)
-                print(f"{resolution:5d} {variant:9s} {mode:22s} median {timing.median_s:7.3f} s  "
+                print(f"{resolution:5d} {variant:15s} {mode:22s} median {timing.median_s:7.3f} s  "
                       f"min {timing.min_s:7.3f} s  first {first:7.2f} s", flush=True)
     load_after = load_average()
     print_table(timings, device)
@@ -178,13 +187,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_table(timings: list[Timing], device: torch.device) -> None:
-    """Print the medians, with the ratio to the reference implementation's CPU numbers where known."""
-    print(f"\n{'res':>5} {'variant':9} {'mode':22} {'median s':>9} {'reference s':>12} {'speed-up':>9}")
+    """Print the medians, with the speed-up against the same-run baseline and against the reference's numbers."""
+    baseline = {(t.resolution, t.mode): t.median_s for t in timings if t.variant == "reference-style"}
+    print(f"\n{'res':>5} {'variant':15} {'mode':22} {'median s':>9} {'vs baseline':>12} {'issue s':>8} "
+          f"{'vs issue':>9}")
     for t in timings:
-        reference = REFERENCE_CPU_SECONDS.get((t.resolution, t.mode)) if device.type == "cpu" else None
-        ratio = f"{reference / t.median_s:8.2f}x" if reference else f"{'':9}"
-        ref_text = f"{reference:12.2f}" if reference else f"{'':12}"
-        print(f"{t.resolution:5d} {t.variant:9} {t.mode:22} {t.median_s:9.3f} {ref_text} {ratio}")
+        same_run = baseline.get((t.resolution, t.mode)) if t.variant != "reference-style" else None
+        issue = REFERENCE_CPU_SECONDS.get((t.resolution, t.mode)) if device.type == "cpu" else None
+        same_run_text = f"{same_run / t.median_s:11.2f}x" if same_run else f"{'':12}"
+        issue_text = f"{issue:8.2f} {issue / t.median_s:8.2f}x" if issue else f"{'':8} {'':9}"
+        print(f"{t.resolution:5d} {t.variant:15} {t.mode:22} {t.median_s:9.3f} {same_run_text} {issue_text}")
 
 
 if __name__ == "__main__":

@@ -117,17 +117,17 @@ def modulated_conv2d(
 
 
 class _FilterSquaredNorms(torch.autograd.Function):
-    """Sum of squares of every filter of a conv weight, (O, I, k, k) -> (O, I): one batched dot product forward and
-    one pass backward (autograd of the plain formula reduces over the 9 taps slowly and makes three passes back).
-    A weight stored (I, O, k, k) in memory is read in that order (no copy)."""
+    """Sum of squares of every filter of a conv weight, (O, I, k, k) -> (O, I): a square and a matrix-vector product
+    forward (a reduction over the 9 taps, or a batched dot product, takes twice as long) and one pass backward
+    (autograd of the plain formula makes three). A weight stored (I, O, k, k) in memory is read in that order."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102 - autograd protocol
         ctx.save_for_backward(weight)
         stored_transposed = not weight.is_contiguous() and weight.transpose(0, 1).is_contiguous()
         filters = weight.transpose(0, 1) if stored_transposed else weight
-        taps = filters.reshape(-1, 1, weight.shape[2] * weight.shape[3])
-        norms = torch.bmm(taps, taps.transpose(1, 2)).reshape(filters.shape[:2])
+        taps = weight.shape[2] * weight.shape[3]
+        norms = (filters.reshape(-1, taps).square() @ weight.new_ones(taps)).reshape(filters.shape[:2])
         return norms.t() if stored_transposed else norms
 
     @staticmethod

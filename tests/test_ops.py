@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pti.ops import bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from pti.ops.conv2d_resample import conv2d_resample
 from pti.ops import cuda_plugin
 from pti.ops.cuda_plugin import OpsImplError, load_cuda_extension, select_impl
 from pti.ops.upfirdn2d import transposed_upfirdn2d_args
@@ -120,6 +121,33 @@ def test_upsample2d_matches_explicit_formula():
     torch.testing.assert_close(upsample2d(x, f).double(), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("flip_weight", [True, False])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsampling_conv2d_resample_matches_explicit_formula(groups, flip_weight, memory_format):
+    """up=2 (on the CPU: a matrix product and `fold` for contiguous input, oneDNN's transposed convolution
+    otherwise) against zero insertion, explicit FIR filtering and a plain convolution: values and the gradients
+    w.r.t. input, weight and bias."""
+    torch.manual_seed(3)
+    f = setup_filter([1, 3, 3, 1])
+    x, w, bias = torch.randn([2, 4, 5, 6]), torch.randn([6, 4 // groups, 3, 3]), torch.randn([6])
+    leaves = [x.contiguous(memory_format=memory_format).requires_grad_(True), w.requires_grad_(True),
+              bias.requires_grad_(True)]
+    y = conv2d_resample(leaves[0], leaves[1], f, up=2, padding=1, groups=groups, flip_weight=flip_weight,
+                        bias=leaves[2])
+    probe = torch.randn_like(y)
+    got = [y, *torch.autograd.grad(y, leaves, probe)]
+
+    explicit_leaves = [t.detach().double().requires_grad_(True) for t in (x, w, bias)]
+    upsampled = explicit_upfirdn2d(explicit_leaves[0], f.double(), (2, 2), (1, 1), (3, 2, 3, 2), gain=4.0)
+    kernel = explicit_leaves[1] if flip_weight else explicit_leaves[1].flip([2, 3])
+    expected_y = F.conv2d(upsampled, kernel, explicit_leaves[2], groups=groups)
+    expected = [expected_y, *torch.autograd.grad(expected_y, explicit_leaves, probe.double())]
+    assert y.shape == (2, 6, 10, 12)
+    for name, g, e in zip(("output", "x", "weight", "bias"), got, expected):
+        torch.testing.assert_close(g.double(), e, atol=1e-4, rtol=1e-4, msg=name)
+
+
 def test_upfirdn2d_rejects_bad_arguments():
     x = torch.zeros([1, 1, 4, 4])
     f = setup_filter([1, 3, 3, 1])
@@ -156,6 +184,7 @@ BIAS_ACT_CASES = [
     ("lrelu", None, None, 1.0, 1),
     ("lrelu", 0.1, 0.7, None, 2),
     ("lrelu", None, 3.0, 0.25, 0),
+    ("lrelu", None, None, 100.0, 1),  # a clamp no value reaches (the CPU path skips it)
 ]
 DEFAULTS = {"linear": (0.0, 1.0), "relu": (0.0, 2**0.5), "lrelu": (0.2, 2**0.5)}  # (alpha, gain) per activation
 

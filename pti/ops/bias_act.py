@@ -137,11 +137,22 @@ class _BiasActRef(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         dim, code, alpha, gain, clamp, bias_dtype = ctx.params
         grad_y = grad_y.contiguous(memory_format=_dense_memory_format(y))  # same layout: vectorised passes
+        if clamp >= 0 and y.device.type == "cpu" and _inside(y, clamp):
+            clamp = -1  # no value reached the clamp: one read of y instead of a pass over the gradient
         grad_x = _grad_from_output(grad_y, y, code, alpha, gain, clamp)
         grad_b = None
         if bias_dtype is not None and ctx.needs_input_grad[1]:
             grad_b = _sum_except(grad_x, dim).to(bias_dtype)
         return grad_x, grad_b, None, None, None, None, None, None
+
+
+def _inside(y: torch.Tensor, clamp: float) -> bool:
+    """Whether every value of `y` (contiguous or channels-last) lies strictly inside (-clamp, clamp)."""
+    if y.numel() == 0:
+        return True
+    values = y.permute(0, 2, 3, 1) if y.ndim == 4 and not y.is_contiguous() else y  # memory order: a fast reduction
+    low, high = torch.aminmax(values.reshape(-1))
+    return -clamp < low.item() and high.item() < clamp
 
 
 def _dense_memory_format(x: torch.Tensor) -> torch.memory_format:
