@@ -3,11 +3,9 @@
 Times, per resolution: a forward pass (eval, no grad), a forward+backward to the W+ code only (what the
 W projection does) and a forward+backward to the code and every generator weight (what pivotal tuning does).
 Warm-up runs first, then the median of the timed runs. Optionally the same with `torch.compile`.
-The baselines, timed in the same run, are the reference implementation's op sequence over the same weights
-(bench/reference_style.py): in float32 (what our generator computes on a CPU) and, forward only, with its float16
-blocks (what the reference does on a CPU unless told `force_fp32`; its float16 backward takes seconds at 16 px).
-The table gives the speed-up against each and against the reference's numbers in issue #2 (measured elsewhere);
-the JSON has every run.
+The baseline, timed in the same run, is the reference implementation's op sequence over the same weights
+(bench/reference_style.py); the table gives the speed-up against it and against the reference's numbers in
+issue #2 (measured elsewhere), and the JSON has every run.
 
     python bench/generator.py                       # 256 and 1024 on the CPU, eager
     python bench/generator.py --compile --out bench/results/generator_compile.json
@@ -35,7 +33,6 @@ from pti.networks import Generator  # noqa: E402
 from reference_style import reference_style_copy, reference_style_synthesis  # noqa: E402 (bench/, the script's folder)
 
 MODES = ("forward", "forward_backward_ws", "forward_backward_all")
-BASELINES = {"reference-style": False, "reference-style-fp16": True}  # name -> float16 blocks
 # The reference StyleGAN2-ADA implementation, eval mode, batch 1, on a quiet 2-core CPU of this project's dev
 # machines (numbers from issue #2: 1024 px forward ~2.2 s, forward+backward 6.5-7.5 s; 256 px 0.14 s / 0.44 s).
 REFERENCE_CPU_SECONDS = {
@@ -51,7 +48,7 @@ class Timing:
     resolution: int  # output resolution
     channel_base: int  # channel_base of the configuration
     mode: str  # one of MODES
-    variant: str  # 'eager', 'compiled', or a baseline: 'reference-style' (float32), 'reference-style-fp16'
+    variant: str  # 'eager', 'compiled' or 'reference-style' (the baseline)
     median_s: float  # median wall time of the timed runs
     min_s: float  # fastest timed run
     runs_s: list[float]  # every timed run
@@ -143,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(G.synthesis)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                        help="time the reference-style baselines in the same run (default: yes)")
+                        help="time the reference-style baseline in the same run (default: yes)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's allocator as it is (the app and the CLI keep freed memory for reuse)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generator.json")
@@ -167,19 +164,16 @@ def main(argv: list[str] | None = None) -> None:
             variants["compiled"] = (generator.synthesis, torch.compile(generator.synthesis))
         if args.baseline:
             baseline = reference_style_copy(generator.synthesis)
-            for name, fp16 in BASELINES.items():
-                variants[name] = (baseline, lambda ws, noise_mode, fp16=fp16: reference_style_synthesis(
-                    baseline, ws, noise_mode=noise_mode, fp16=fp16))
+            variants["reference-style"] = (baseline, lambda ws, noise_mode, b=baseline: reference_style_synthesis(
+                b, ws, noise_mode=noise_mode))
         for variant, (weights_of, synthesis) in variants.items():
             for mode in args.modes:
-                if variant == "reference-style-fp16" and mode != "forward":
-                    continue  # float16 backward passes on the CPU take seconds even at 16 px
                 step = step_function(weights_of, synthesis, ws, mode)
                 first, runs = time_step(step, device, args.warmup, args.repeats)
                 timing = Timing(resolution, channel_base, mode, variant, statistics.median(runs), min(runs), runs,
                                 first)
                 timings.append(timing)
-                print(f"{resolution:5d} {variant:20s} {mode:22s} median {timing.median_s:7.3f} s  "
+                print(f"{resolution:5d} {variant:15s} {mode:22s} median {timing.median_s:7.3f} s  "
                       f"min {timing.min_s:7.3f} s  first {first:7.2f} s", flush=True)
     load_after = load_average()
     print_table(timings, device)
@@ -193,21 +187,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_table(timings: list[Timing], device: torch.device) -> None:
-    """Print the medians, with the speed-up against the same-run baselines and against the reference's numbers."""
-    medians = {(t.resolution, t.mode, t.variant): t.median_s for t in timings}
-
-    def speed_up(reference_s: float | None, t: Timing, width: int) -> str:
-        if not reference_s or t.variant in BASELINES:
-            return " " * width
-        return f"{reference_s / t.median_s:{width - 1}.2f}x"
-
-    print(f"\n{'res':>5} {'variant':20} {'mode':22} {'median s':>9} {'vs ref fp32':>12} {'vs ref fp16':>12} "
-          f"{'issue s':>8} {'vs issue':>9}")
+    """Print the medians, with the speed-up against the same-run baseline and against the reference's numbers."""
+    baseline = {(t.resolution, t.mode): t.median_s for t in timings if t.variant == "reference-style"}
+    print(f"\n{'res':>5} {'variant':15} {'mode':22} {'median s':>9} {'vs baseline':>12} {'issue s':>8} "
+          f"{'vs issue':>9}")
     for t in timings:
+        same_run = baseline.get((t.resolution, t.mode)) if t.variant != "reference-style" else None
         issue = REFERENCE_CPU_SECONDS.get((t.resolution, t.mode)) if device.type == "cpu" else None
-        columns = [speed_up(medians.get((t.resolution, t.mode, name)), t, 12) for name in BASELINES]
-        issue_text = f"{issue:8.2f} {speed_up(issue, t, 9)}" if issue else " " * 18
-        print(f"{t.resolution:5d} {t.variant:20} {t.mode:22} {t.median_s:9.3f} {' '.join(columns)} {issue_text}")
+        same_run_text = f"{same_run / t.median_s:11.2f}x" if same_run else f"{'':12}"
+        issue_text = f"{issue:8.2f} {issue / t.median_s:8.2f}x" if issue else f"{'':8} {'':9}"
+        print(f"{t.resolution:5d} {t.variant:15} {t.mode:22} {t.median_s:9.3f} {same_run_text} {issue_text}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,6 @@ reference's eval-mode choice) and runs one grouped convolution; up-sampling as a
 `bias_act`'s reference path out of place (add, leaky ReLU, gain, clamp); the image up-sampled the same way. It
 computes the same function as `pti.networks` (tests/test_bench_reference_style.py checks it against the
 reference outputs of the fixture), so timing both in one process gives a ratio under the same conditions.
-
-`fp16=True` runs the blocks marked `use_fp16` (the `num_fp16_res` highest resolutions) in float16 as the reference
-does on any device unless called with `force_fp32=True` (its StyleGAN2-ADA code does not check for CUDA): what a
-plain call of the reference does on this CPU. Our generator always computes in float32 on the CPU.
 """
 from __future__ import annotations
 
@@ -32,10 +28,8 @@ def reference_style_copy(synthesis: SynthesisNetwork) -> SynthesisNetwork:
     return copied
 
 
-def reference_style_synthesis(synthesis: SynthesisNetwork, ws: torch.Tensor, noise_mode: str = "const",
-                              fp16: bool = False) -> torch.Tensor:
-    """Render W+ codes `ws` (N, num_ws, w_dim) with the reference's op sequence; `noise_mode` 'const' or 'none';
-    `fp16`: the `use_fp16` blocks in float16, as the reference without `force_fp32`."""
+def reference_style_synthesis(synthesis: SynthesisNetwork, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    """Render W+ codes `ws` (N, num_ws, w_dim) with the reference's op sequence; `noise_mode` 'const' or 'none'."""
     if noise_mode not in ("const", "none"):
         raise ValueError(f"noise_mode must be 'const' or 'none', got {noise_mode!r}")
     x = img = None
@@ -44,21 +38,20 @@ def reference_style_synthesis(synthesis: SynthesisNetwork, ws: torch.Tensor, noi
         block = getattr(synthesis, f"b{res}")
         block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
         w_idx += block.num_conv
-        dtype = torch.float16 if fp16 and block.use_fp16 else torch.float32
-        x, img = _block(block, x, img, block_ws, noise_mode, dtype)
+        x, img = _block(block, x, img, block_ws, noise_mode)
     return img
 
 
-def _block(block: SynthesisBlock, x, img, ws: torch.Tensor, noise_mode: str, dtype: torch.dtype):
+def _block(block: SynthesisBlock, x, img, ws: torch.Tensor, noise_mode: str):
     w_iter = iter(ws.unbind(dim=1))
     if block.in_channels == 0:
-        x = block.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+        x = block.const.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
     else:
-        x = _layer(block.conv0, x.to(dtype), next(w_iter), noise_mode)
+        x = _layer(block.conv0, x, next(w_iter), noise_mode)
     x = _layer(block.conv1, x, next(w_iter), noise_mode)
     if img is not None:
         img = _upfirdn2d(img, block.resample_filter, up=2, padding=[2, 1, 2, 1], gain=4)
-    y = _torgb(block.torgb, x, next(w_iter)).to(torch.float32)
+    y = _torgb(block.torgb, x, next(w_iter))
     img = img.add_(y) if img is not None else y
     return x, img
 
@@ -80,15 +73,12 @@ def _torgb(layer: ToRGBLayer, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def _modulated_conv2d(x, weight, styles, noise, up: int, padding: int, resample_filter, demodulate: bool):
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
-    if x.dtype == torch.float16 and demodulate:  # pre-normalised against float16 overflow (cancelled by demodulation)
-        weight = weight * (1 / (in_channels * kh * kw) ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
-    w = w.reshape(-1, in_channels, kh, kw).to(x.dtype)
+    w = w.reshape(-1, in_channels, kh, kw)
     if up == 1:
         x = F.conv2d(x, w, padding=padding, groups=batch_size)
     else:  # transposed convolution (no flip: the reference's up-sampling layers pass flip_weight=False), then FIR
@@ -96,7 +86,7 @@ def _modulated_conv2d(x, weight, styles, noise, up: int, padding: int, resample_
         x = F.conv_transpose2d(x, w, stride=2, groups=batch_size)
         x = _upfirdn2d(x, resample_filter, up=1, padding=[1, 1, 1, 1], gain=4)
     x = x.reshape(batch_size, -1, *x.shape[2:])
-    return x.add_(noise.to(x.dtype)) if noise is not None else x
+    return x.add_(noise) if noise is not None else x
 
 
 def _upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int, padding: list[int], gain: float) -> torch.Tensor:
@@ -108,11 +98,11 @@ def _upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int, padding: list[int], ga
         x = x.reshape(batch_size, channels, height * up, width * up)
     x = F.pad(x, padding)
     f = (f * gain).flip([0, 1])  # a 2-D filter: gain ** (ndim / 2) == gain
-    return F.conv2d(x, f[None, None].repeat(channels, 1, 1, 1).to(x.dtype), groups=channels)
+    return F.conv2d(x, f[None, None].repeat(channels, 1, 1, 1), groups=channels)
 
 
 def _bias_act(x: torch.Tensor, b: torch.Tensor, alpha: float | None, gain: float, clamp: float | None) -> torch.Tensor:
-    x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    x = x + b.reshape(1, -1, 1, 1)
     if alpha is not None:
         x = F.leaky_relu(x, alpha)
     if gain != 1:

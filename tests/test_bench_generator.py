@@ -1,4 +1,4 @@
-"""bench/generator.py runs as a script and times the same-run baselines beside our generator (a smoke run)."""
+"""bench/generator.py runs as a script and times the same-run baseline beside our generator (a smoke run, no timing)."""
 from __future__ import annotations
 
 import json
@@ -16,11 +16,9 @@ def test_smoke_run_writes_every_variant_and_mode(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     rows = {(t["variant"], t["mode"]) for t in report["timings"]}
-    modes = ("forward", "forward_backward_ws", "forward_backward_all")
-    assert rows == {(variant, mode) for variant in ("eager", "reference-style") for mode in modes} | {
-        ("reference-style-fp16", "forward")}
+    assert rows == {(variant, mode) for variant in ("eager", "reference-style")
+                    for mode in ("forward", "forward_backward_ws", "forward_backward_all")}
     assert report["allocator"] == "keeps freed memory"
-    eager_rows = [line.split() for line in result.stdout[result.stdout.index("vs ref fp32"):].splitlines()
+    eager_rows = [line.split() for line in result.stdout[result.stdout.index("vs baseline"):].splitlines()
                   if line.split()[1:2] == ["eager"]]
-    assert len(eager_rows) == 3 and all(row[4].endswith("x") for row in eager_rows)  # speed-up vs float32 baseline
-    assert eager_rows[0][5].endswith("x")  # and vs the float16 one, forward
+    assert len(eager_rows) == 3 and all(row[4].endswith("x") for row in eager_rows)  # speed-up vs the baseline
