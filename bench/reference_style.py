@@ -33,11 +33,7 @@ def reference_style_synthesis(synthesis: SynthesisNetwork, ws: torch.Tensor, noi
     if noise_mode not in ("const", "none"):
         raise ValueError(f"noise_mode must be 'const' or 'none', got {noise_mode!r}")
     x = img = None
-    w_idx = 0
-    for res in synthesis.block_resolutions:
-        block = getattr(synthesis, f"b{res}")
-        block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-        w_idx += block.num_conv
+    for block, block_ws in synthesis.blocks_with_ws(ws):
         x, img = _block(block, x, img, block_ws, noise_mode)
     return img
 

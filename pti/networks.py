@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -458,15 +458,19 @@ class SynthesisNetwork(nn.Module):
             raise GeneratorInputError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {_shape(ws)}")
         if noise_mode not in NOISE_MODES:
             raise GeneratorInputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        ws = ws.to(torch.float32)
         x = img = None
+        for block, block_ws in self.blocks_with_ws(ws.to(torch.float32)):
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)
+        return img
+
+    def blocks_with_ws(self, ws: torch.Tensor) -> Iterator[tuple[SynthesisBlock, torch.Tensor]]:
+        """Each block, lowest resolution first, with its slice of `ws`: one w per conv layer and the next for its
+        ToRGB (which the next block's first conv shares)."""
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            yield block, ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)
-        return img
 
 
 class Generator(nn.Module):
