@@ -86,12 +86,12 @@ def _modulated_conv2d(x, weight, styles, noise, up: int, padding: int, resample_
 
 
 def _upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int, padding: list[int], gain: float) -> torch.Tensor:
-    """Zero insertion by reshape and pad, padding, then a depthwise convolution with the flipped 2-D filter."""
+    """Zero insertion by reshape and pad (a copy even for up=1, as in the reference), padding, then a depthwise
+    convolution with the flipped 2-D filter."""
     batch_size, channels, height, width = x.shape
-    if up > 1:
-        x = x.reshape(batch_size, channels, height, 1, width, 1)
-        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(batch_size, channels, height * up, width * up)
+    x = x.reshape(batch_size, channels, height, 1, width, 1)
+    x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+    x = x.reshape(batch_size, channels, height * up, width * up)
     x = F.pad(x, padding)
     f = (f * gain).flip([0, 1])  # a 2-D filter: gain ** (ndim / 2) == gain
     return F.conv2d(x, f[None, None].repeat(channels, 1, 1, 1), groups=channels)

@@ -118,7 +118,7 @@ def modulated_conv2d(
 
 class _FilterSquaredNorms(torch.autograd.Function):
     """Sum of squares of every filter of a conv weight, (O, I, k, k) -> (O, I): a square and a matrix-vector product
-    forward (a reduction over the 9 taps, or a batched dot product, takes twice as long) and one pass backward
+    forward (a reduction over the 9 taps takes 1.3x as long here, a batched dot product 2x) and one pass backward
     (autograd of the plain formula makes three). A weight stored (I, O, k, k) in memory is read in that order."""
 
     @staticmethod

@@ -213,6 +213,27 @@ def test_bias_act_ref_matches_formula_values_and_gradients(act, alpha, gain, cla
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("act", ["linear", "lrelu"])
+@pytest.mark.parametrize("clamp", [0.7, 256.0])  # 0.7 rounds down in float32; no value reaches 256
+def test_bias_act_float32_gradient_is_zero_exactly_where_clamped(memory_format, act, clamp):
+    """In float32 (the CPU backward checks whether any value reached the clamp, to skip its pass): the gradient is
+    zero exactly at the values the forward clamped, also for a bound that float32 rounds down."""
+    torch.manual_seed(5)
+    x = (torch.randn([2, 4, 6, 6]) * 3).contiguous(memory_format=memory_format).requires_grad_(True)
+    dy = torch.randn([2, 4, 6, 6])
+    alpha, gain = DEFAULTS[act]
+    y = bias_act(x * 1, act=act, clamp=clamp, impl="ref")
+    (grad,) = torch.autograd.grad(y, x, dy)
+    pre = x.detach()
+    unclamped = pre * gain if act == "linear" else torch.where(pre > 0, pre, pre * alpha) * gain
+    bound = torch.tensor(clamp, dtype=torch.float32)
+    inside = (unclamped > -bound) & (unclamped < bound)
+    assert (not inside.all()) if clamp < 1 else inside.all()
+    slope = gain if act == "linear" else torch.where(pre > 0, 1.0, alpha) * gain
+    torch.testing.assert_close(grad, dy * slope * inside)
+
+
 @pytest.mark.parametrize("act, alpha, gain, clamp, dim", BIAS_ACT_CASES)
 def test_bias_act_compile_formula_matches(act, alpha, gain, clamp, dim):
     """The out-of-place expression used under torch.compile computes the same values."""

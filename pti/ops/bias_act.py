@@ -152,7 +152,9 @@ def _inside(y: torch.Tensor, clamp: float) -> bool:
         return True
     values = y.permute(0, 2, 3, 1) if y.ndim == 4 and not y.is_contiguous() else y  # memory order: a fast reduction
     low, high = torch.aminmax(values.reshape(-1))
-    return -clamp < low.item() and high.item() < clamp
+    # Compared in y's dtype, as the forward clamped: a bound like 0.7 rounds down in float32, and a value clamped to
+    # it would pass a comparison with the Python float.
+    return bool(((low > -clamp) & (high < clamp)).item())
 
 
 def _dense_memory_format(x: torch.Tensor) -> torch.memory_format:
