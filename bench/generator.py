@@ -2,7 +2,8 @@
 
 Times, per resolution: a forward pass (eval, no grad), a forward+backward to the W+ code only (what the
 W projection does) and a forward+backward to the code and every generator weight (what pivotal tuning does).
-Warm-up runs first, then the median of the timed runs. Optionally the same with `torch.compile`.
+Warm-up runs first, then the variants timed in turns (one run of each per round), and the median of each one's
+runs. Optionally the same with `torch.compile`.
 The baseline, timed in the same run, is the reference implementation's op sequence over the same weights
 (bench/reference_style.py); the table gives the speed-up against it and against the reference's numbers in
 issue #2 (measured elsewhere), and the JSON has every run.
@@ -88,10 +89,11 @@ def step_function(weights_of: torch.nn.Module, synthesis, ws: torch.Tensor, mode
     return lambda: forward_backward(weights=(mode == "forward_backward_all"))
 
 
-def time_step(step, device: torch.device, warmup: int, repeats: int) -> tuple[float, list[float]]:
-    """Run `step` warmup + repeats times; return the first call's time and the timed runs."""
+def time_steps(steps: dict, device: torch.device, warmup: int, repeats: int) -> dict[str, tuple[float, list[float]]]:
+    """Warm each of `steps` (name -> callable) up, then time them in turns, one run of each per round, so a slow
+    spell of the machine lands on every variant alike; return each one's first call and its timed runs."""
 
-    def timed() -> float:
+    def timed(step) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -100,10 +102,16 @@ def time_step(step, device: torch.device, warmup: int, repeats: int) -> tuple[fl
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    first = timed()
-    for _ in range(warmup - 1):
-        timed()
-    return first, [timed() for _ in range(repeats)]
+    firsts = {}
+    for name, step in steps.items():
+        firsts[name] = timed(step)
+        for _ in range(warmup - 1):
+            timed(step)
+    runs: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            runs[name].append(timed(step))
+    return {name: (firsts[name], runs[name]) for name in steps}
 
 
 def machine_info(device: torch.device) -> dict:
@@ -166,10 +174,10 @@ def main(argv: list[str] | None = None) -> None:
             baseline = reference_style_copy(generator.synthesis)
             variants["reference-style"] = (baseline, lambda ws, noise_mode, b=baseline: reference_style_synthesis(
                 b, ws, noise_mode=noise_mode))
-        for variant, (weights_of, synthesis) in variants.items():
-            for mode in args.modes:
-                step = step_function(weights_of, synthesis, ws, mode)
-                first, runs = time_step(step, device, args.warmup, args.repeats)
+        for mode in args.modes:
+            steps = {variant: step_function(weights_of, synthesis, ws, mode)
+                     for variant, (weights_of, synthesis) in variants.items()}
+            for variant, (first, runs) in time_steps(steps, device, args.warmup, args.repeats).items():
                 timing = Timing(resolution, channel_base, mode, variant, statistics.median(runs), min(runs), runs,
                                 first)
                 timings.append(timing)
