@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import dlib
@@ -42,9 +43,14 @@ class FaceBox:
         return dlib.rectangle(left, top, max(left, int(round(self.right)) - 1), max(top, int(round(self.bottom)) - 1))
 
 
+# dlib's detector must not run in two threads at once (two app sessions detecting together corrupted the heap):
+# every use of it holds this lock.
+_DETECTOR_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
 def frontal_face_detector() -> dlib.fhog_object_detector:
-    """dlib's HOG frontal face detector (built once)."""
+    """dlib's HOG frontal face detector (built once); run it only while holding `_DETECTOR_LOCK`."""
     return dlib.get_frontal_face_detector()
 
 
@@ -56,10 +62,11 @@ def detect_faces(image: ImageSource) -> list[FaceBox]:
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = image if small_size == image.size else image.resize(small_size, Image.Resampling.BILINEAR, reducing_gap=1.0)
     pixels = np.asarray(small)
-    detector = frontal_face_detector()
-    rectangles, scores, _ = detector.run(pixels, 0, 0.0)
-    if not rectangles:
-        rectangles, scores, _ = detector.run(pixels, 1, 0.0)
+    with _DETECTOR_LOCK:
+        detector = frontal_face_detector()
+        rectangles, scores, _ = detector.run(pixels, 0, 0.0)
+        if not rectangles:
+            rectangles, scores, _ = detector.run(pixels, 1, 0.0)
     scale_x, scale_y = width / small_size[0], height / small_size[1]
     faces = [
         FaceBox(

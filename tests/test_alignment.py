@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -410,3 +413,28 @@ def test_a_24_megapixel_photo(base_faces, landmarks_model_path, name, crop, size
     # Not a benchmark: a bound far above the 0.5-1.5 s measured, which catches a path that resamples, blurs or
     # pads the whole photo at full resolution (several seconds).
     assert cpu_seconds < 4.0
+
+
+def test_detection_from_two_threads_at_once():
+    """Two app sessions detect faces at the same time: dlib's detector must not run in both at once (it corrupted
+    the heap and crashed the process). In a child process, so that a crash fails this test, not the test run."""
+    script = f"""
+import sys, threading
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from PIL import Image
+from alignment.detection import detect_faces
+photos = [Image.open(p).convert("RGB") for p in ({str(FACES_DIR / 'astronaut.png')!r}, {str(FACES_DIR / 'grace_hopper.jpg')!r})]
+expected = [detect_faces(photo) for photo in photos]
+failures = []
+def detect(photo, faces):
+    for _ in range(20):
+        if detect_faces(photo) != faces:
+            failures.append("different faces")
+threads = [threading.Thread(target=detect, args=pair) for pair in zip(photos, expected)]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+print(len(failures))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "0"
