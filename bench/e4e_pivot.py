@@ -53,7 +53,7 @@ def generator_benchmark():
 
 def timed(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, list[float]]:
     """(median, every run) wall seconds of `run()` after one warm-up call, synchronising CUDA around each run."""
-    _, runs = generator_benchmark().time_step(run, device, warmup=1, repeats=repeats)
+    _, runs = generator_benchmark().time_steps({"run": run}, device, warmup=1, repeats=repeats)["run"]
     return statistics.median(runs), runs
 
 

@@ -23,15 +23,18 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# bench/ itself after the repository (where bench/pti.py cannot shadow `pti`), also when another script loads this one
+sys.path.append(str(Path(__file__).resolve().parent))
 from pti.cpu_allocator import keep_freed_memory  # noqa: E402
 from pti.networks import Generator  # noqa: E402
-from reference_style import reference_style_copy, reference_style_synthesis  # noqa: E402 (bench/, the script's folder)
+from reference_style import reference_style_copy, reference_style_synthesis  # noqa: E402
 
 MODES = ("forward", "forward_backward_ws", "forward_backward_all")
 # The reference StyleGAN2-ADA implementation, eval mode, batch 1, on a quiet 2-core CPU of this project's dev
@@ -89,7 +92,8 @@ def step_function(weights_of: torch.nn.Module, synthesis, ws: torch.Tensor, mode
     return lambda: forward_backward(weights=(mode == "forward_backward_all"))
 
 
-def time_steps(steps: dict, device: torch.device, warmup: int, repeats: int) -> dict[str, tuple[float, list[float]]]:
+def time_steps(steps: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+               repeats: int) -> dict[str, tuple[float, list[float]]]:
     """Warm each of `steps` (name -> callable) up, then time them in turns, one run of each per round, so a slow
     spell of the machine lands on every variant alike; return each one's first call and its timed runs."""
 
