@@ -129,6 +129,23 @@ class PTIPipeline:
         """Side of the generator's images in pixels."""
         return self.generator.img_resolution
 
+    def on_device(self, device: torch.device | str) -> PTIPipeline:
+        """This pipeline on `device`: itself when it is there, else a copy whose networks (the generator, both LPIPS
+        and a loaded e4e encoder) are copied to `device`; this pipeline is left as it is."""
+        device = canonical_device(device)
+        if device == self.device:
+            return self
+        moved = copy.copy(self)
+        moved.device = device
+        moved.generator = copy.deepcopy(self.generator).to(device)
+        moved.lpips_vgg = copy.deepcopy(self.lpips_vgg).to(device)
+        moved.lpips_alex = copy.deepcopy(self.lpips_alex).to(device)
+        moved._e4e = None if self._e4e is None else E4E(copy.deepcopy(self._e4e.encoder),
+                                                         self._e4e.latent_avg).to(device)
+        moved._step_times = None
+        moved._e4e_seconds = None
+        return moved
+
     def prepare(self, image: ImageInput, *, face_index: int | None = None,
                 align: bool = True) -> tuple[AlignedFace | None, torch.Tensor]:
         """(aligned face or None, (1, 3, R, R) target): FFHQ-aligns a photo unless `align` is False."""

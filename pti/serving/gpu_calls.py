@@ -1,0 +1,149 @@
+"""The GPU functions of the face editor: module-level, over plain data, so that ZeroGPU can run them in its worker.
+
+Each takes the key of a registered editor (the editor itself holds locks and loaders, which do not pickle; the
+ZeroGPU worker is forked from the main process, so it finds the same registry) and plain values: an aligned face,
+settings, a generator and codes on the CPU. Results come back on the CPU. An exception inside a GPU function
+comes back as a `Failure` value and is raised again by the caller (ZeroGPU would reduce it to its class name).
+"""
+from __future__ import annotations
+
+import contextlib
+import pickle
+import queue
+import threading
+import traceback
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, TypeVar
+
+import torch
+from PIL import Image
+
+from pti.progress import Progress
+from pti.serving.zerogpu import gpu_task
+
+if TYPE_CHECKING:
+    from alignment import AlignedFace
+    from pti.editor import FaceEditor, Inversion, InversionSettings
+
+T = TypeVar("T")
+
+# The editors loaded in this process, by key (a process-wide registry: it is what a forked worker inherits).
+_EDITORS: "weakref.WeakValueDictionary[str, FaceEditor]" = weakref.WeakValueDictionary()
+
+
+class GpuCallError(RuntimeError):
+    """An error inside a GPU function that could not be carried back as itself (it does not pickle)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An exception raised inside a GPU function, carried back as a value, with the traceback from there."""
+
+    error: BaseException
+    traceback: str
+
+    def raise_again(self) -> None:
+        """Raise the error in the caller, with the GPU function's traceback as a note."""
+        self.error.add_note(f"raised in a GPU function:\n{self.traceback}")
+        raise self.error
+
+
+@dataclass(frozen=True)
+class RenderedImages:
+    """The images of a render in a GPU function and its measured time."""
+
+    images: tuple[Image.Image, ...]
+    seconds: float
+
+
+def register(editor: "FaceEditor") -> str:
+    """Register a loaded editor for the GPU functions; returns its key (held weakly: the editor's life decides)."""
+    key = uuid.uuid4().hex
+    _EDITORS[key] = editor
+    return key
+
+
+def registered(key: str) -> "FaceEditor":
+    """The editor registered under `key`."""
+    try:
+        return _EDITORS[key]
+    except KeyError:
+        raise GpuCallError(f"no editor is registered under {key!r} in this process") from None
+
+
+def as_failure(error: BaseException) -> Failure:
+    """`error` as a value that pickles: itself when it does, else a `GpuCallError` with its type and message."""
+    text = "".join(traceback.format_exception(error))
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - whatever fails to pickle is carried as text
+        error = GpuCallError(f"{type(error).__name__}: {error}")
+    return Failure(error, text)
+
+
+def checked(value: T | Failure) -> T:
+    """The value a GPU function returned, or its error raised again."""
+    if isinstance(value, Failure):
+        value.raise_again()
+    return value
+
+
+def _inversion_seconds(key: str, aligned_face: "AlignedFace", settings: "InversionSettings") -> int:
+    """Seconds to ask for an inversion (same arguments as `invert_steps`)."""
+    return registered(key).gpu_seconds(settings)
+
+
+def _render_seconds(key: str, generator: torch.nn.Module, codes: torch.Tensor) -> int:
+    """Seconds to ask for a render (same arguments as `render_codes`)."""
+    return registered(key).render_gpu_seconds(int(codes.shape[0]))
+
+
+@gpu_task(duration=_inversion_seconds)
+def invert_steps(key: str, aligned_face: "AlignedFace",
+                 settings: "InversionSettings") -> Iterator["Progress | Inversion | Failure"]:
+    """PTI on the registered editor, in a thread: yields every step's `Progress`, then the `Inversion` (on the CPU),
+    or a `Failure`. Closing the iterator (Stop) cancels the run within one step and waits for it to end."""
+    updates: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    outcome: list[Inversion | Failure] = []
+
+    def report(progress: Progress) -> bool:
+        updates.put(progress)
+        return stop.is_set()
+
+    def run() -> None:
+        try:
+            outcome.append(registered(key).run_inversion(aligned_face, settings, report))
+        except Exception as error:  # noqa: BLE001 - carried back to the caller, which raises it
+            outcome.append(as_failure(error))
+        finally:
+            updates.put(None)
+
+    worker = threading.Thread(target=run, name="pti-invert", daemon=True)
+    worker.start()
+    try:
+        while (item := updates.get()) is not None:
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+    yield outcome[0]
+
+
+@gpu_task(duration=_render_seconds)
+def render_codes(key: str, generator: torch.nn.Module, codes: torch.Tensor) -> RenderedImages | Failure:
+    """Images of W+ `codes` (N, num_ws, w_dim) by `generator` (on the CPU; not changed) on the call's device."""
+    try:
+        return registered(key).run_render(generator, codes)
+    except Exception as error:  # noqa: BLE001 - carried back to the caller, which raises it
+        return as_failure(error)
+
+
+def checked_steps(steps: Iterator[T | Failure]) -> Iterator[T]:
+    """The items of a GPU generator, a `Failure` raised again; closing this closes `steps` (and so stops the run)."""
+    with contextlib.closing(steps):
+        for item in steps:
+            yield checked(item)
+
