@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,14 +26,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(landmarks: Path, log_path: Path, env: dict[str, str] | None = None
-                ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start the tiny app on a free port, wait until it serves, yield (URL, process); terminate it at the end."""
+def running_app(landmarks: Path, log_path: Path, env: dict[str, str] | None = None, *, script: str = "app.py",
+                extra_args: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start the tiny app (`script` with app.py's flags) on a free port in its own process group, wait until it
+    serves, yield (URL, process); terminate the whole group at the end (killed if it does not stop in 20 s)."""
     port = free_port()
-    command = [sys.executable, "app.py", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
-               "--landmarks", str(landmarks), "--lpips", "random"]
+    command = [sys.executable, script, "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
+               "--landmarks", str(landmarks), "--lpips", "random", *extra_args]
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -48,8 +50,11 @@ def running_app(landmarks: Path, log_path: Path, env: dict[str, str] | None = No
         assert httpx.get(url, timeout=60).status_code == 200
         yield url, process
     finally:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
