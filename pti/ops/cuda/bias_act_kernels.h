@@ -19,7 +19,8 @@ constexpr int kLeakyRelu = 2;
 template <typename scalar_t>
 __global__ void bias_act_forward_kernel(const scalar_t* x, const scalar_t* __restrict__ bias, scalar_t* out,
                                         int64_t numel, int64_t bias_stride, int64_t bias_size, int act,
-                                        float alpha, float gain, float clamp) {
+                                        at::opmath_type<scalar_t> alpha, at::opmath_type<scalar_t> gain,
+                                        at::opmath_type<scalar_t> clamp) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
        i += int64_t(blockDim.x) * gridDim.x) {
@@ -28,10 +29,10 @@ __global__ void bias_act_forward_kernel(const scalar_t* x, const scalar_t* __res
     if (act == kRelu) {
       v = v > acc_t(0) ? v : acc_t(0);
     } else if (act == kLeakyRelu) {
-      v = v > acc_t(0) ? v : v * acc_t(alpha);
+      v = v > acc_t(0) ? v : v * alpha;
     }
-    v *= acc_t(gain);
-    if (clamp >= 0.0f) v = v > acc_t(clamp) ? acc_t(clamp) : (v < -acc_t(clamp) ? -acc_t(clamp) : v);
+    v *= gain;
+    if (clamp >= acc_t(0)) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
     out[i] = static_cast<scalar_t>(v);
   }
 }
@@ -39,19 +40,20 @@ __global__ void bias_act_forward_kernel(const scalar_t* x, const scalar_t* __res
 // The derivative is recovered from the output y (gain > 0 keeps the sign of the activation's input).
 template <typename scalar_t>
 __global__ void bias_act_backward_kernel(const scalar_t* __restrict__ grad_y, const scalar_t* __restrict__ y,
-                                         scalar_t* __restrict__ grad_x, int64_t numel, int act, float alpha,
-                                         float gain, float clamp) {
+                                         scalar_t* __restrict__ grad_x, int64_t numel, int act,
+                                         at::opmath_type<scalar_t> alpha, at::opmath_type<scalar_t> gain,
+                                         at::opmath_type<scalar_t> clamp) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
        i += int64_t(blockDim.x) * gridDim.x) {
     const acc_t yv = static_cast<acc_t>(y[i]);
-    acc_t g = static_cast<acc_t>(grad_y[i]) * acc_t(gain);
+    acc_t g = static_cast<acc_t>(grad_y[i]) * gain;
     if (act == kRelu && !(yv > acc_t(0))) {
       g = acc_t(0);
     } else if (act == kLeakyRelu && !(yv > acc_t(0))) {
-      g *= acc_t(alpha);
+      g *= alpha;
     }
-    if (clamp >= 0.0f && (yv >= acc_t(clamp) || yv <= -acc_t(clamp))) g = acc_t(0);
+    if (clamp >= acc_t(0) && (yv >= clamp || yv <= -clamp)) g = acc_t(0);
     grad_x[i] = static_cast<scalar_t>(g);
   }
 }
@@ -65,8 +67,9 @@ void bias_act_forward_launch(const at::Tensor& x, const at::Tensor& bias, const 
                                   "bias_act_forward", [&] {
     PTI_LAUNCH(bias_act_forward_kernel<scalar_t>, num_blocks(numel), kThreads, x.const_data_ptr<scalar_t>(),
                bias.numel() > 0 ? bias.const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), numel,
-               bias_stride, std::max<int64_t>(bias_size, 1), static_cast<int>(act), static_cast<float>(alpha),
-               static_cast<float>(gain), static_cast<float>(clamp));
+               bias_stride, std::max<int64_t>(bias_size, 1), static_cast<int>(act),
+               static_cast<at::opmath_type<scalar_t>>(alpha), static_cast<at::opmath_type<scalar_t>>(gain),
+               static_cast<at::opmath_type<scalar_t>>(clamp));
   });
 }
 
@@ -79,7 +82,8 @@ void bias_act_backward_launch(const at::Tensor& grad_y, const at::Tensor& y, con
                                   "bias_act_backward", [&] {
     PTI_LAUNCH(bias_act_backward_kernel<scalar_t>, num_blocks(numel), kThreads, grad_y.const_data_ptr<scalar_t>(),
                y.const_data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), numel, static_cast<int>(act),
-               static_cast<float>(alpha), static_cast<float>(gain), static_cast<float>(clamp));
+               static_cast<at::opmath_type<scalar_t>>(alpha), static_cast<at::opmath_type<scalar_t>>(gain),
+               static_cast<at::opmath_type<scalar_t>>(clamp));
   });
 }
 
