@@ -50,7 +50,7 @@ def _bias_act_case(kernels: Kernels, device: torch.device, dtype: torch.dtype, a
 def _upfirdn2d_case(kernels: Kernels, device: torch.device, dtype: torch.dtype, up: int, down: int, padding: int,
                     channels_last: bool, generator: torch.Generator) -> None:
     """One upfirdn2d comparison, values and gradient."""
-    f = setup_filter([1, 3, 3, 1], device=device)
+    f = setup_filter([1, 3, 4, 2], device=device)  # asymmetric: a flipped filter shows
     x = torch.randn([2, 3, 7, 6], generator=generator).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
