@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -12,40 +11,9 @@ import torch.nn.functional as F
 from pti.ops import bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 from pti.ops.conv2d_resample import conv2d_resample
 from pti.ops import cuda_plugin
-from pti.ops.cuda_plugin import OpsImplError, load_cuda_extension, select_impl
+from pti.ops.cuda_plugin import OpsImplError, load_cuda_extension, select_kernels
 from pti.ops.upfirdn2d import transposed_upfirdn2d_args
-
-
-def explicit_upfirdn2d(x, f2d, up, down, pad, gain=1.0, flip_filter=False):
-    """Independent upfirdn2d: zero insertion by index assignment, explicit pad/crop, filter taps summed in a loop."""
-    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
-    n, c, h, w = x.shape
-    z = x.new_zeros([n, c, h * upy, w * upx])
-    z[:, :, ::upy, ::upx] = x
-    big = z.new_zeros([n, c, h * upy + max(py0, 0) + max(py1, 0), w * upx + max(px0, 0) + max(px1, 0)])
-    big[:, :, max(py0, 0) : max(py0, 0) + h * upy, max(px0, 0) : max(px0, 0) + w * upx] = z
-    big = big[:, :, max(-py0, 0) : big.shape[2] - max(-py1, 0), max(-px0, 0) : big.shape[3] - max(-px1, 0)]
-    fh, fw = f2d.shape
-    kernel = f2d if flip_filter else f2d.flip([0, 1])  # convolution = correlation with the flipped filter
-    out_h, out_w = big.shape[2] - fh + 1, big.shape[3] - fw + 1
-    out = x.new_zeros([n, c, out_h, out_w])
-    for ky in range(fh):
-        for kx in range(fw):
-            out += kernel[ky, kx] * big[:, :, ky : ky + out_h, kx : kx + out_w]
-    return out[:, :, ::downy, ::downx] * gain
-
-
-UPFIRDN_CASES = [
-    # (up, down, padding, filter, flip_filter, gain)
-    ((1, 1), (1, 1), (0, 0, 0, 0), [1, 3, 3, 1], False, 1.0),
-    ((2, 2), (1, 1), (2, 1, 2, 1), [1, 3, 3, 1], False, 4.0),
-    ((1, 1), (2, 2), (1, 1, 1, 1), [1, 3, 3, 1], True, 1.0),
-    ((3, 2), (1, 2), (1, -1, 2, 0), [1, 2, 3, 4, 5], False, 0.5),
-    ((2, 1), (2, 1), (-2, 3, 0, 1), [[1, 2, 0], [0, -1, 3]], True, 2.0),
-    ((1, 2), (3, 1), (3, 0, -1, 2), [1, 4, 6, 4, 1, 2, 5, 7], False, 1.5),  # 8 taps: separable
-    ((1, 1), (2, 1), (3, 3, 1, 1), [1, 4, 6, 4, 1, 2, 5, 7], True, 1.0),
-    ((1, 1), (1, 1), (2, -1, 0, 3), [1, 4, 6, 4, 1, 2, 5, 7], False, 2.0),
-]
+from ops_helpers import DEFAULTS, UPFIRDN_CASES, away_from_kinks, explicit_bias_act, explicit_upfirdn2d
 
 
 @pytest.mark.parametrize("up, down, padding, taps, flip_filter, gain", UPFIRDN_CASES)
@@ -161,21 +129,6 @@ def test_upfirdn2d_rejects_bad_arguments():
         upfirdn2d(x, f, padding=-3)
 
 
-def explicit_bias_act(x, b, dim, act, alpha, gain, clamp):
-    """Independent formula for bias_act, elementwise with torch.where."""
-    shape = [1] * x.ndim
-    shape[dim] = -1
-    v = x + b.reshape(shape)
-    if act == "relu":
-        v = torch.where(v > 0, v, torch.zeros_like(v))
-    elif act == "lrelu":
-        v = torch.where(v > 0, v, v * alpha)
-    v = v * gain
-    if clamp is not None:
-        v = torch.minimum(torch.maximum(v, torch.full_like(v, -clamp)), torch.full_like(v, clamp))
-    return v
-
-
 BIAS_ACT_CASES = [
     # (act, alpha, gain, clamp, dim)
     ("linear", None, None, None, 1),
@@ -186,7 +139,6 @@ BIAS_ACT_CASES = [
     ("lrelu", None, 3.0, 0.25, 0),
     ("lrelu", None, None, 100.0, 1),  # a clamp no value reaches (the CPU path skips it)
 ]
-DEFAULTS = {"linear": (0.0, 1.0), "relu": (0.0, 2**0.5), "lrelu": (0.2, 2**0.5)}  # (alpha, gain) per activation
 
 
 @pytest.mark.parametrize("inplace", [False, True])
@@ -285,39 +237,29 @@ def test_bias_act_without_bias_and_errors():
 def test_env_var_forces_reference(monkeypatch):
     x = torch.zeros([1])
     monkeypatch.setenv(cuda_plugin.IMPL_ENV_VAR, "ref")
-    assert select_impl("cuda", x) == "ref"
-    assert select_impl("auto", x) == "ref"
+    assert select_kernels("cuda", x) is None
+    assert select_kernels("auto", x) is None
+    assert cuda_plugin.status().state == "reference-only" and "PTI_OPS_IMPL=ref" in cuda_plugin.status().detail
     monkeypatch.delenv(cuda_plugin.IMPL_ENV_VAR)
-    assert select_impl("auto", x) == "ref"  # a CPU tensor never uses the plugin
+    assert select_kernels("auto", x) is None  # a CPU tensor never uses the plugin
 
 
-def test_failed_build_warns_once_and_returns_none(monkeypatch):
-    from torch.utils import cpp_extension
-
-    calls = []
-
-    def failing_load(**kwargs):
-        calls.append(kwargs["name"])
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(cpp_extension, "load", failing_load)
-    load_cuda_extension.cache_clear()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert load_cuda_extension() is None
-            assert load_cuda_extension() is None
-        assert len(calls) == 1
-        assert len([w for w in caught if "falling back" in str(w.message)]) == 1
-    finally:
-        load_cuda_extension.cache_clear()
+@pytest.mark.parametrize("value", ["cuda", "reference", "1"])
+def test_unknown_env_var_value_is_an_error_listing_the_valid_ones(monkeypatch, value):
+    monkeypatch.setenv(cuda_plugin.IMPL_ENV_VAR, value)
+    with pytest.raises(OpsImplError, match=rf"PTI_OPS_IMPL must be one of auto, ref \(or unset\), got '{value}'"):
+        bias_act(torch.zeros([1, 2]))
+    with pytest.raises(OpsImplError, match="PTI_OPS_IMPL must be one of"):
+        upfirdn2d(torch.zeros([1, 1, 2, 2]), None)
 
 
 def test_import_builds_nothing():
     code = (
+        "import threading\n"
         "import pti.ops, pti.networks\n"
-        "from pti.ops.cuda_plugin import load_cuda_extension\n"
-        "assert load_cuda_extension.cache_info().misses == 0\n"
+        "from pti.ops import cuda_plugin\n"
+        "assert cuda_plugin._LOADER.status().state == 'reference-only'\n"
+        "assert not [t for t in threading.enumerate() if t.name == 'pti-ops-build']\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -332,26 +274,13 @@ def cuda_ops(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     plugin = load_cuda_extension()
-    assert plugin is not None, "the CUDA ops plugin did not build"
+    assert plugin is not None, f"the CUDA ops are unavailable: {cuda_plugin.status().detail}"
     return plugin
 
 
 def _tolerance(dtype):
     """Comparison tolerance of CUDA vs reference results in `dtype`."""
     return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 1e-2}
-
-
-def away_from_kinks(v, act, alpha, gain, clamp, margin=0.01):
-    """Move pre-activation values at least `margin` away from the kinks of bias_act (where the slope jumps),
-    so that float16 rounding cannot put the reference and the kernel on different sides of one."""
-    kinks = [] if act == "linear" else [0.0]
-    if clamp is not None:
-        kinks += [clamp / gain] + ([-clamp / gain] if act == "linear" else [])
-        kinks += [-clamp / (alpha * gain)] if act == "lrelu" else []
-    for kink in kinks:
-        near = (v - kink).abs() < margin
-        v = torch.where(near, v + 2 * margin * torch.where(v >= kink, 1.0, -1.0), v)
-    return v
 
 
 @pytest.mark.gpu
@@ -419,4 +348,5 @@ def test_upfirdn2d_cuda_channels_last_input(cuda_ops):
 
 @pytest.mark.gpu
 def test_auto_picks_cuda_on_cuda_tensors(cuda_ops):
-    assert select_impl("auto", torch.zeros([1], device="cuda")) == "cuda"
+    assert select_kernels("auto", torch.zeros([1], device="cuda")) is not None
+    assert cuda_plugin.status().state == "ready"

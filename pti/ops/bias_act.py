@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
-
-from pti.ops.cuda_plugin import OpsImplError, load_cuda_extension, select_impl
+from pti.ops.cuda_plugin import Kernels, OpsImplError, run_kernel, select_kernels
+from pti.ops.layout import dense_memory_format, is_dense
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,15 @@ def bias_act(
     alpha: float | None = None,
     gain: float | None = None,
     clamp: float | None = None,
-    impl: str = "auto",
+    impl: str | Kernels = "auto",
     inplace: bool = False,
 ) -> torch.Tensor:
-    """Return `clamp(act(x + b) * gain, -clamp, clamp)`, `b` broadcast along `dim`; `inplace` reuses x's memory."""
+    """Return `clamp(act(x + b) * gain, -clamp, clamp)`, `b` broadcast along `dim`.
+
+    The same on every path: `b` is cast to x's dtype first (a float16 x with a float32 bias gives float16); the result
+    has x's dtype, and x's layout when x is contiguous or channels-last; `inplace=True` writes the result into x and
+    returns x. Differentiable twice (the gradient is itself an op whose derivative w.r.t. the output is zero a.e.).
+    """
     spec = _activation(act)
     alpha = float(spec.default_alpha if alpha is None else alpha)
     gain = float(spec.default_gain if gain is None else gain)
@@ -55,11 +60,23 @@ def bias_act(
         raise ValueError(f"bias_act needs a positive gain, got {gain}")
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match x dimension {dim} of {tuple(x.shape)}")
-    if select_impl(impl, x) == "cuda":
-        return _BiasActCuda.apply(x, b, dim % x.ndim, spec.code, alpha, gain, clamp, inplace)
-    if torch.compiler.is_compiling():  # the compiler fuses the plain formula (and derives its gradient) itself
-        return _bias_act_formula(x, b, dim % x.ndim, spec.code, alpha, gain, clamp)
-    return _BiasActRef.apply(x, b, dim % x.ndim, spec.code, alpha, gain, clamp, inplace)
+    params = _Params(dim=dim % x.ndim, code=spec.code, alpha=alpha, gain=gain, clamp=clamp)
+    kernels = select_kernels(impl, x)
+    if kernels is None and torch.compiler.is_compiling():  # the compiler fuses the plain formula (and its gradient)
+        y = _bias_act_formula(x, b, params.dim, spec.code, alpha, gain, clamp)
+        return x.copy_(y) if inplace else y
+    return _BiasAct.apply(x, b, params, kernels, inplace)
+
+
+@dataclass(frozen=True)
+class _Params:
+    """bias_act's resolved scalar arguments."""
+
+    dim: int  # the dimension the bias runs along, non-negative
+    code: int  # Activation.code
+    alpha: float
+    gain: float
+    clamp: float  # negative: no clamp
 
 
 def _bias_act_formula(
@@ -67,7 +84,7 @@ def _bias_act_formula(
 ) -> torch.Tensor:
     """bias_act as a plain out-of-place expression (for torch.compile)."""
     if b is not None:
-        x = x + b.reshape(_bias_shape(x, dim))
+        x = x + b.to(x.dtype).reshape(_bias_shape(x, dim))
     if code == ACTIVATIONS["relu"].code:
         x = F.relu(x)
     elif code == ACTIVATIONS["lrelu"].code:
@@ -108,42 +125,96 @@ def _grad_from_output(grad_y: torch.Tensor, y: torch.Tensor, code: int, alpha: f
     return grad
 
 
-class _BiasActRef(torch.autograd.Function):
-    """Reference bias_act in plain PyTorch: in-place passes over one output buffer, gradient from the output."""
+class _BiasAct(torch.autograd.Function):
+    """bias_act on the reference (kernels None) or on the given kernels; the gradient comes from the output."""
 
     @staticmethod
-    def forward(ctx, x, b, dim, code, alpha, gain, clamp, inplace):  # noqa: D102 - autograd protocol
-        if b is not None:
-            y = x.add_(b.reshape(_bias_shape(x, dim))) if inplace else x + b.reshape(_bias_shape(x, dim))
+    def forward(ctx, x, b, params, kernels, inplace):  # noqa: D102 - autograd protocol
+        bias = None if b is None else b.to(x.dtype)
+        if kernels is None:
+            y = _forward_ref(x, bias, params, inplace)
         else:
-            y = x if inplace else x.clone()
-        if code == ACTIVATIONS["relu"].code:
-            y.relu_()
-        elif code == ACTIVATIONS["lrelu"].code:
-            F.leaky_relu_(y, alpha)
-        if gain != 1:
-            y.mul_(gain)
-        if clamp >= 0:
-            y.clamp_(-clamp, clamp)
+            y = run_kernel(kernels, lambda module: _forward_kernel(module, x, bias, params, inplace),
+                           lambda: _forward_ref(x, bias, params, inplace))
         if inplace:
             ctx.mark_dirty(x)
         ctx.save_for_backward(y)
-        ctx.params = (dim, code, alpha, gain, clamp, None if b is None else b.dtype)
+        ctx.params, ctx.kernels, ctx.bias_dtype = params, kernels, None if b is None else b.dtype
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y):  # noqa: D102 - autograd protocol
         (y,) = ctx.saved_tensors
-        dim, code, alpha, gain, clamp, bias_dtype = ctx.params
-        grad_y = grad_y.contiguous(memory_format=_dense_memory_format(y))  # same layout: vectorised passes
-        if clamp >= 0 and y.device.type == "cpu" and _inside(y, clamp):
-            clamp = -1  # no value reached the clamp: one read of y instead of a pass over the gradient
-        grad_x = _grad_from_output(grad_y, y, code, alpha, gain, clamp)
+        grad_x = _BiasActGrad.apply(grad_y, y, ctx.params, ctx.kernels)
         grad_b = None
-        if bias_dtype is not None and ctx.needs_input_grad[1]:
-            grad_b = _sum_except(grad_x, dim).to(bias_dtype)
-        return grad_x, grad_b, None, None, None, None, None, None
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[1]:
+            grad_b = _sum_except(grad_x, ctx.params.dim).to(ctx.bias_dtype)
+        return grad_x, grad_b, None, None, None
+
+
+class _BiasActGrad(torch.autograd.Function):
+    """The gradient of bias_act w.r.t. x, from the output y: linear in grad_y, piecewise constant in y."""
+
+    @staticmethod
+    def forward(ctx, grad_y, y, params, kernels):  # noqa: D102 - autograd protocol
+        ctx.save_for_backward(y)
+        ctx.params, ctx.kernels = params, kernels
+        if kernels is None:
+            return _grad_ref(grad_y, y, params)
+        return run_kernel(kernels, lambda module: _grad_kernel(module, grad_y, y, params),
+                          lambda: _grad_ref(grad_y, y, params))
+
+    @staticmethod
+    def backward(ctx, grad_grad_x):  # noqa: D102 - autograd protocol
+        (y,) = ctx.saved_tensors
+        # The same slopes apply to grad_y; the slopes do not change with y (almost everywhere): no gradient for y.
+        return _BiasActGrad.apply(grad_grad_x, y, ctx.params, ctx.kernels), None, None, None
+
+
+def _forward_ref(x: torch.Tensor, bias: torch.Tensor | None, p: _Params, inplace: bool) -> torch.Tensor:
+    """Reference forward: in-place passes over one output buffer (x itself when `inplace`)."""
+    if bias is not None:
+        y = x.add_(bias.reshape(_bias_shape(x, p.dim))) if inplace else x + bias.reshape(_bias_shape(x, p.dim))
+    else:
+        y = x if inplace else x.clone()
+    if p.code == ACTIVATIONS["relu"].code:
+        y.relu_()
+    elif p.code == ACTIVATIONS["lrelu"].code:
+        F.leaky_relu_(y, p.alpha)
+    if p.gain != 1:
+        y.mul_(p.gain)
+    if p.clamp >= 0:
+        y.clamp_(-p.clamp, p.clamp)
+    return y
+
+
+def _forward_kernel(module: ModuleType, x: torch.Tensor, bias: torch.Tensor | None, p: _Params,
+                    inplace: bool) -> torch.Tensor:
+    """Kernel forward over dense memory: x itself when dense, else a dense copy (written back into x if `inplace`)."""
+    source = x if is_dense(x) else x.contiguous()
+    out = source if inplace else torch.empty_like(source)  # empty_like keeps source's exact strides
+    bias_stride = source.stride(p.dim) if source.shape[p.dim] > 1 else 1  # any stride is valid along size 1
+    module.bias_act_forward(source, source.new_empty([0]) if bias is None else bias.contiguous(), out, bias_stride,
+                            source.shape[p.dim], p.code, p.alpha, p.gain, p.clamp)
+    return x.copy_(out) if inplace and out is not x else out
+
+
+def _grad_ref(grad_y: torch.Tensor, y: torch.Tensor, p: _Params) -> torch.Tensor:
+    """Reference gradient from the output, in y's layout."""
+    grad_y = grad_y.contiguous(memory_format=dense_memory_format(y))  # same layout: vectorised passes
+    clamp = p.clamp
+    if clamp >= 0 and y.device.type == "cpu" and _inside(y, clamp):
+        clamp = -1  # no value reached the clamp: one read of y instead of a pass over the gradient
+    return _grad_from_output(grad_y, y, p.code, p.alpha, p.gain, clamp)
+
+
+def _grad_kernel(module: ModuleType, grad_y: torch.Tensor, y: torch.Tensor, p: _Params) -> torch.Tensor:
+    """Kernel gradient from the output, over dense memory in y's layout."""
+    y = y if is_dense(y) else y.contiguous()
+    grad_y = grad_y.contiguous(memory_format=dense_memory_format(y))
+    grad_x = torch.empty_like(y)
+    module.bias_act_backward(grad_y, y, grad_x, p.code, p.alpha, p.gain, p.clamp)
+    return grad_x
 
 
 def _inside(y: torch.Tensor, clamp: float) -> bool:
@@ -155,42 +226,3 @@ def _inside(y: torch.Tensor, clamp: float) -> bool:
     # Compared in y's dtype, as the forward clamped: a bound like 0.7 rounds down in float32, and a value clamped to
     # it would pass a comparison with the Python float.
     return bool(((low > -clamp) & (high < clamp)).item())
-
-
-def _dense_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for 4-D tensors stored that way, else the plain contiguous format."""
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-class _BiasActCuda(torch.autograd.Function):
-    """bias_act through one CUDA kernel; the backward is a second kernel working from the output."""
-
-    @staticmethod
-    def forward(ctx, x, b, dim, code, alpha, gain, clamp, inplace):  # noqa: D102 - autograd protocol
-        memory_format = _dense_memory_format(x)
-        source = x.contiguous(memory_format=memory_format)
-        bias = b.contiguous().to(x.dtype) if b is not None else x.new_empty([0])
-        out = source if inplace and source is x else torch.empty_like(source, memory_format=memory_format)
-        load_cuda_extension().bias_act_forward(
-            source, bias, out, source.stride(dim), source.shape[dim], code, alpha, gain, clamp
-        )
-        if inplace and out is x:
-            ctx.mark_dirty(x)
-        ctx.save_for_backward(out)
-        ctx.params = (dim, code, alpha, gain, clamp, None if b is None else b.dtype, memory_format)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):  # noqa: D102 - autograd protocol
-        (y,) = ctx.saved_tensors
-        dim, code, alpha, gain, clamp, bias_dtype, memory_format = ctx.params
-        grad_y = grad_y.contiguous(memory_format=memory_format)
-        grad_x = torch.empty_like(y, memory_format=memory_format)
-        load_cuda_extension().bias_act_backward(grad_y, y, grad_x, code, alpha, gain, clamp)
-        grad_b = None
-        if bias_dtype is not None and ctx.needs_input_grad[1]:
-            grad_b = _sum_except(grad_x, dim).to(bias_dtype)
-        return grad_x, grad_b, None, None, None, None, None, None

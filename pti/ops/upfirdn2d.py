@@ -8,12 +8,12 @@ then every `down`-th sample is kept. The filter is scaled so that it has `gain` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
-
-from pti.ops.cuda_plugin import load_cuda_extension, select_impl
+from pti.ops.cuda_plugin import Kernels, run_kernel, select_kernels
+from pti.ops.layout import dense_memory_format
 
 Padding = int | Sequence[int]
 Factor = int | Sequence[int]
@@ -79,9 +79,13 @@ def upfirdn2d(
     padding: Padding = 0,
     flip_filter: bool = False,
     gain: float = 1,
-    impl: str = "auto",
+    impl: str | Kernels = "auto",
 ) -> torch.Tensor:
-    """Pad, up-sample, FIR-filter and down-sample a batch of images `x` (N, C, H, W) with filter `f` (from setup_filter)."""
+    """Pad, up-sample, FIR-filter and down-sample a batch of images `x` (N, C, H, W) with filter `f` (from setup_filter).
+
+    The same on every path: the result has x's dtype, and x's memory format (channels-last in, channels-last out).
+    Differentiable any number of times (the gradient is the transposed upfirdn2d).
+    """
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape (N, C, H, W), got {tuple(x.shape)}")
     if f is None:
@@ -94,11 +98,10 @@ def upfirdn2d(
     out_h = (x.shape[2] * up[1] + padding[2] + padding[3] - fh) // down[1] + 1
     if out_w < 1 or out_h < 1:
         raise ValueError(f"upfirdn2d output would be empty for input {tuple(x.shape)}, filter {tuple(f.shape)}")
-    if select_impl(impl, x) == "cuda":
-        return _UpFirDn2dCuda.apply(x, f, up, down, padding, flip_filter, gain)
-    if torch.compiler.is_compiling():  # the compiler derives the gradient of the plain convolutions itself
+    kernels = select_kernels(impl, x)
+    if kernels is None and torch.compiler.is_compiling():  # the compiler derives the convolutions' gradient itself
         return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
-    return _UpFirDn2dRef.apply(x, f, up, down, padding, flip_filter, gain)
+    return _UpFirDn2d.apply(x, f, up, down, padding, flip_filter, gain, kernels)
 
 
 def _upfirdn2d_ref(
@@ -111,7 +114,22 @@ def _upfirdn2d_ref(
     gain: float,
 ) -> torch.Tensor:
     """Reference upfirdn2d in plain PyTorch: a strided transposed depthwise convolution when up-sampling,
-    else a depthwise convolution (strided when down-sampling); padding goes into the convolution when symmetric."""
+    else a depthwise convolution (strided when down-sampling); padding goes into the convolution when symmetric.
+    The result is dense in x's memory format."""
+    return _upfirdn2d_convolutions(x, f, up, down, padding, flip_filter, gain).contiguous(
+        memory_format=dense_memory_format(x))
+
+
+def _upfirdn2d_convolutions(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    flip_filter: bool,
+    gain: float,
+) -> torch.Tensor:
+    """The convolutions of the reference upfirdn2d (the result may be a strided view)."""
     channels = x.shape[1]
     (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
@@ -144,51 +162,44 @@ def _upfirdn2d_ref(
                     groups=channels)
 
 
-class _UpFirDn2dRef(torch.autograd.Function):
-    """The reference upfirdn2d whose gradient is the transposed upfirdn2d: a plain depthwise convolution, several
-    times faster on the CPU than the convolution backward autograd would otherwise run (and itself differentiable)."""
+class _UpFirDn2d(torch.autograd.Function):
+    """upfirdn2d on the reference (kernels None) or on the given kernels. The gradient is the transposed upfirdn2d,
+    run the same way: differentiable again, and on the CPU several times faster than the convolutions' own backward."""
 
     @staticmethod
-    def forward(ctx, x, f, up, down, padding, flip_filter, gain):  # noqa: D102 - autograd protocol
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain, kernels):  # noqa: D102 - autograd protocol
         ctx.save_for_backward(f)
-        ctx.params = (tuple(x.shape), up, down, padding, flip_filter, gain)
-        return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+        ctx.params = (tuple(x.shape), up, down, padding, flip_filter, gain, kernels)
+        if kernels is None:
+            return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+        return run_kernel(kernels, lambda module: _upfirdn2d_kernel(module, x, f, up, down, padding, flip_filter, gain),
+                          lambda: _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain))
 
     @staticmethod
     def backward(ctx, grad_y):  # noqa: D102 - autograd protocol
         (f,) = ctx.saved_tensors
-        in_shape, up, down, padding, flip_filter, gain = ctx.params
+        in_shape, up, down, padding, flip_filter, gain, kernels = ctx.params
         t_up, t_down, t_padding = transposed_upfirdn2d_args(in_shape, tuple(grad_y.shape), f, up, down, padding)
-        grad_x = _UpFirDn2dRef.apply(grad_y, f, t_up, t_down, t_padding, not flip_filter, gain)
-        return grad_x, None, None, None, None, None, None
+        grad_x = _UpFirDn2d.apply(grad_y, f, t_up, t_down, t_padding, not flip_filter, gain, kernels)
+        return grad_x, None, None, None, None, None, None, None
 
 
-def _cuda_filter(f: torch.Tensor, flip_filter: bool, gain: float) -> torch.Tensor:
-    """The 2-D, gain-scaled, correlation-ordered float32 filter that the CUDA kernel applies."""
+def _upfirdn2d_kernel(
+    module: ModuleType,
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    flip_filter: bool,
+    gain: float,
+) -> torch.Tensor:
+    """upfirdn2d through the kernel: x read in place (any strides), the result dense in x's memory format."""
     f2 = torch.outer(f, f) if f.ndim == 1 else f
-    f2 = f2 * gain
-    return (f2 if flip_filter else f2.flip([0, 1])).contiguous()
-
-
-class _UpFirDn2dCuda(torch.autograd.Function):
-    """upfirdn2d through the CUDA kernel; the gradient is the transposed upfirdn2d (also on the kernel)."""
-
-    @staticmethod
-    def forward(ctx, x, f, up, down, padding, flip_filter, gain):  # noqa: D102 - autograd protocol
-        ctx.save_for_backward(f)
-        ctx.params = (tuple(x.shape), up, down, padding, flip_filter, gain)
-        kernel = _cuda_filter(f, flip_filter, gain).to(x.device)
-        return load_cuda_extension().upfirdn2d(x.contiguous(), kernel, *up, *down, *padding)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):  # noqa: D102 - autograd protocol
-        (f,) = ctx.saved_tensors
-        in_shape, up, down, padding, flip_filter, gain = ctx.params
-        t_up, t_down, t_padding = transposed_upfirdn2d_args(in_shape, tuple(grad_y.shape), f, up, down, padding)
-        kernel = _cuda_filter(f, not flip_filter, gain).to(grad_y.device)
-        grad_x = load_cuda_extension().upfirdn2d(grad_y.contiguous(), kernel, *t_up, *t_down, *t_padding)
-        return grad_x, None, None, None, None, None, None
+    f2 = f2 * gain  # the kernel applies a 2-D, gain-scaled filter in correlation order
+    kernel = (f2 if flip_filter else f2.flip([0, 1])).contiguous().to(x.device)
+    channels_last = dense_memory_format(x) == torch.channels_last
+    return module.upfirdn2d(x, kernel, *up, *down, *padding, channels_last)
 
 
 def transposed_upfirdn2d_args(
