@@ -34,8 +34,11 @@ from pti.cpu_allocator import keep_freed_memory, release_freed_memory
 from pti.e4e import E4ECheckpointError, E4EGeneratorMismatchError
 from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, FaceEditor, Inversion, \
     InversionSettings, Photo, SettingsError
+from pti.ops import cuda_plugin
 from pti.progress import Progress
 from pti.serving.durations import MAX_SECONDS, MIN_SECONDS
+from pti.serving.hardware import unusable_gpu_reason
+from pti.serving.zerogpu import on_zerogpu
 from pti.session_store import SessionStore, SessionTooLargeError, format_bytes
 
 LOGGER = logging.getLogger("pti.app")
@@ -96,10 +99,14 @@ class AppOptions:
     zerogpu_max_seconds: int = MAX_SECONDS  # the longest ZeroGPU call asked for; longer settings are refused
 
     def resolved_device(self) -> str:
-        """The device to run on: CUDA when 'auto' and available, else the CPU."""
+        """The device to run on: CUDA when asked for ('auto' or 'cuda...') and usable, else the CPU."""
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return "cpu" if self.gpu_problem() is not None else self.device
+
+    def gpu_problem(self) -> str | None:
+        """Why a GPU that was expected (asked for, or its driver present) cannot be used; None if all is well."""
+        return None if self.device == "cpu" else unusable_gpu_reason(self.device)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
@@ -495,9 +502,26 @@ def read_upload(upload: dict | str) -> bytes:
     return Path(path).read_bytes()
 
 
-def banner_text(editor: FaceEditor) -> str:
-    """The notice under the title: the model and device, missing files and how to provide them, caveats."""
-    lines = [f"Model **{editor.model_name}** on **{editor.hardware}**."]
+def serving_notes(editor: FaceEditor, options: AppOptions) -> list[str]:
+    """What people should know about the hardware: a GPU that was expected but is unusable, the state of the fused
+    CUDA ops on a GPU, how ZeroGPU calls are sized."""
+    notes = []
+    problem = options.gpu_problem()
+    if problem is not None:
+        notes.append(f"**{problem}**")
+    if editor.zerogpu:
+        notes.append(f"ZeroGPU: each inversion asks for about its measured time with a margin (at most "
+                     f"{editor.durations.max_seconds} s); the reference ops run there (no compiler).")
+    elif editor.device.type == "cuda":
+        ops = cuda_plugin.status()
+        serving = "in use" if ops.state == "ready" else "not in use: the reference ops serve"
+        notes.append(f"Fused CUDA ops: {ops.state} ({ops.detail}); {serving}.")
+    return notes
+
+
+def banner_text(editor: FaceEditor, notes: Sequence[str] = ()) -> str:
+    """The notice under the title: the model and device, missing files and how to provide them, caveats, `notes`."""
+    lines = [f"Model **{editor.model_name}** on **{editor.hardware}**.", *(f"- {note}" for note in notes)]
     missing = editor.missing_files()
     if missing:
         lines.append("**Some pretrained files are missing**, so parts of the app are off until they are provided:")
@@ -540,7 +564,7 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
     with gr.Blocks(title="PTI face editor", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown("# PTI face editor\nPivotal Tuning Inversion (Roich et al., 2022) on StyleGAN2: give a photo, "
                     "invert the face, stack edits, paste the result back into the photo.")
-        gr.Markdown(banner_text(editor), elem_id="banner")
+        banner = gr.Markdown(banner_text(editor, serving_notes(editor, options)), elem_id="banner")
         photo_state = gr.State(None)
 
         with gr.Row(equal_height=False):
@@ -650,6 +674,9 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
         gallery.select(selected_step, None, [step_choice], api_visibility="private", queue=False)
         paste_back.change(handlers.show_result, [paste_back], [result, downloads], api_name="paste_back", **light)
         demo.unload(handlers.release)
+        # The state of the CUDA ops' background build changes after start-up: each page shows it as it is then.
+        demo.load(lambda: banner_text(editor, serving_notes(editor, options)), None, [banner], queue=False,
+                  api_visibility="private")
 
     demo.queue(max_size=options.queue_size, default_concurrency_limit=options.concurrency)
     weakref.finalize(demo, shutil.rmtree, downloads_root, True)  # the downloads go with the app (or at exit)
@@ -682,9 +709,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     # SIGTERM (docker stop, systemd, a Space restart) stops the app as Ctrl-C does, so its clean-up runs too
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     offline_if_the_hub_is_unreachable()
+    if on_zerogpu():  # its GPU worker has no compiler for the fused ops
+        os.environ.setdefault(cuda_plugin.IMPL_ENV_VAR, "ref")
+    if (problem := options.gpu_problem()) is not None:
+        LOGGER.warning(problem)
     editor = load_editor(options)
-    LOGGER.info("model %s on %s; sessions: %d / %s", options.model, editor.device, options.max_sessions,
+    LOGGER.info("model %s on %s; sessions: %d / %s", options.model, editor.hardware, options.max_sessions,
                 format_bytes(options.max_session_mb * 1024 * 1024))
+    if editor.device.type == "cuda":  # compiled in the background; the reference ops serve until it is ready
+        LOGGER.info("CUDA ops: %s", cuda_plugin.start_background_build())
     build_demo(editor, options).launch(**launch_options(options))
 
 

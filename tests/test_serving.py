@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from pti.serving import gpu_calls, zerogpu
+from pti.serving import gpu_calls, hardware, zerogpu
 from pti.serving.durations import Estimate, GpuDurations, InversionTimings, StepSeconds
 
 PRIOR = StepSeconds(setup=10.0, projection_step=0.1, e4e_pivot=3.0, tuning_step=0.2, locality_factor=2.0,
@@ -184,3 +184,61 @@ def test_the_registry_holds_editors_weakly():
     gc.collect()
     with pytest.raises(gpu_calls.GpuCallError, match="no editor is registered"):
         gpu_calls.registered(key)
+
+
+DRIVER_LINE = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.256.02  Thu May  2 14:37:44 UTC 2024"
+
+
+@pytest.fixture()
+def old_driver(tmp_path):
+    """A driver version file as /proc/driver/nvidia/version has it."""
+    path = tmp_path / "version"
+    path.write_text(DRIVER_LINE + "\nGCC version:  gcc version 12\n")
+    return path
+
+
+def test_a_gpu_that_is_there_but_unusable_is_named(monkeypatch, old_driver, tmp_path):
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware.torch.version, "cuda", "13.0")
+    reason = hardware.unusable_gpu_reason("auto", driver_file=old_driver)
+    assert reason == (f"A GPU was expected (an NVIDIA driver is loaded) but CUDA is not usable: this torch "
+                      f"({hardware.torch.__version__}) is built for CUDA 13.0, which needs a driver that supports it; "
+                      f"the driver says: {DRIVER_LINE}. Running on the CPU.")
+    missing = tmp_path / "no-driver"
+    assert hardware.unusable_gpu_reason("auto", driver_file=missing) is None  # nothing expected a GPU
+    assert "(--device cuda:1)" in hardware.unusable_gpu_reason("cuda:1", driver_file=missing)
+    assert "no NVIDIA driver was found" in hardware.unusable_gpu_reason("cuda", driver_file=missing)
+    monkeypatch.setattr(hardware.torch.version, "cuda", None)
+    assert "is a CPU-only build" in hardware.unusable_gpu_reason("cuda", driver_file=missing)
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: True)
+    assert hardware.unusable_gpu_reason("cuda", driver_file=old_driver) is None
+
+
+def test_the_app_runs_on_the_cpu_and_says_why_when_cuda_is_unusable(monkeypatch, landmarks_model_path):
+    import app
+
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    options = app.AppOptions(model="tiny", device="cuda", landmarks=str(landmarks_model_path), lpips="random")
+    assert options.resolved_device() == "cpu"
+    editor = app.load_editor(options)
+    banner = app.banner_text(editor, app.serving_notes(editor, options))
+    assert "A GPU was expected (--device cuda) but CUDA is not usable" in banner and "on **CPU**" in banner
+    cpu_options = app.AppOptions(model="tiny", device="cpu")
+    assert cpu_options.gpu_problem() is None and app.serving_notes(editor, cpu_options) == []
+
+
+def test_the_banner_says_how_the_fused_cuda_ops_stand(monkeypatch):
+    import app
+    from pti.ops.cuda_plugin import OpsStatus
+
+    on_a_gpu = types.SimpleNamespace(zerogpu=False, device=hardware.torch.device("cuda"))
+    options = app.AppOptions(device="cuda")
+    monkeypatch.setattr(app.AppOptions, "gpu_problem", lambda self: None)
+    monkeypatch.setattr(app.cuda_plugin, "status", lambda: OpsStatus("building", "started 12 s ago"))
+    assert app.serving_notes(on_a_gpu, options) == [
+        "Fused CUDA ops: building (started 12 s ago); not in use: the reference ops serve."]
+    monkeypatch.setattr(app.cuda_plugin, "status", lambda: OpsStatus("ready", "built and self-tested in 200 s"))
+    assert app.serving_notes(on_a_gpu, options) == ["Fused CUDA ops: ready (built and self-tested in 200 s); in use."]
+    on_zerogpu = types.SimpleNamespace(zerogpu=True, device=hardware.torch.device("cpu"),
+                                       durations=GpuDurations(PRIOR, max_seconds=200))
+    assert "at most 200 s" in app.serving_notes(on_zerogpu, options)[0]
