@@ -77,11 +77,13 @@ _HAIRSTYLE_SHA256 = {
     "bowl": "b536976ad5c6910fd5ba549388493b08e92650c51c9ed8ccc328c35d44ae80df",
 }
 _INVERSION_SPACE = "DragGan/DragGan-Inversion"  # holds PTI's released editing directions, byte-identical
+_INVERSION_SPACE_COMMIT = "58158ae5b2397c12ec4667aeb73033be0618b194"  # its main in Feb 2024; PTI/ unchanged since it came
 
 
 def _interfacegan(name: str, sha256: str, meaning: str) -> WeightFile:
     return WeightFile(
         f"interfacegan-{name}", _INVERSION_SPACE, f"PTI/editings/interfacegan_directions/{name}.pt", "space",
+        _INVERSION_SPACE_COMMIT,
         sha256=sha256, licence="MIT (PTI / InterfaceGAN release)",
         description=f"InterfaceGAN {meaning} direction in W space of StyleGAN2 FFHQ: float32 tensor [1, 512], "
                     "unit norm; torch.load(weights_only=True)",
@@ -97,7 +99,8 @@ _ENTRIES = (
                     "tunes); 18 W+ layers; loaded safely by pti.legacy_pickle",
     ),
     WeightFile(
-        "stylegan2-ffhq-512", "DragGan/DragGan-Models", "stylegan2-ffhq-512x512.pkl",
+        "stylegan2-ffhq-512", "DragGan/DragGan-Models", "stylegan2-ffhq-512x512.pkl", "model",
+        "20dedd0259ff3009fceefa531c3be8ae4f11cd82",
         sha256="d2b1c92f41ce8a64c55f7a75ef06c4c0eef9e17b1eb29aae8c10fb37b3e60478",  # Git LFS oid shown by the Hub
         licence=_NVIDIA_LICENCE,
         description="StyleGAN2-ADA FFHQ 512x512 snapshot (364 MB): cheaper, 16 W+ layers",
@@ -114,6 +117,7 @@ _ENTRIES = (
     _interfacegan("rotation", "9ef9787ac6b7b37940e47fef22e78cbbe5aeae2e566c0b391bf279f3264b1d1c", "head rotation (yaw)"),
     WeightFile(
         "ganspace-ffhq-pca", _INVERSION_SPACE, "PTI/editings/ganspace_pca/ffhq_pca.pt", "space",
+        _INVERSION_SPACE_COMMIT,
         sha256="4d7f9df1c96180d9026b9cb8d04753579fbf385f321a9d0e263641601c5e5d36",
         licence="MIT (PTI / GANSpace release)",
         description="GANSpace PCA of StyleGAN2 FFHQ W space: dict mean [1,512], comp [80,1,512], std [80]",
@@ -122,6 +126,7 @@ _ENTRIES = (
         WeightFile(
             f"styleclip-{style}-hairstyle", "ethanNeuralImage/inversion_testing",
             f"pretrained_models/styleCLIP_mappers/{style}_hairstyle.pt", "space",
+            "97584e9ddfdfcb08d1b4da4b6e798051fe3805c2",  # the commit that added the ten mappers
             sha256=_HAIRSTYLE_SHA256.get(style), size=141_144_130,
             licence="no licence stated by the Space; StyleCLIP's code is MIT",
             description=f"StyleCLIP latent mapper (LevelsMapper) for a {style} hairstyle; "
@@ -130,20 +135,23 @@ _ENTRIES = (
         for style in _HAIRSTYLES
     ),
     WeightFile(
-        "e4e-ffhq-encode", "public-data/e4e", "e4e_ffhq_encode.pt",
+        "e4e-ffhq-encode", "public-data/e4e", "e4e_ffhq_encode.pt", "model",
+        "fdd18714fc6b639487adbd901f16f67eb24ba786",  # the commit that added the file
         sha256="2ace1d9a8c05c10a399bcd500b8dda118f759ff1aac89dbdab7435f2136a0999", size=1_201_649_680,
         licence="MIT (encoder4editing)",
         description="e4e encoder for StyleGAN2 FFHQ (IR-SE-50, 18 styles): optional fast pivot",
     ),
     WeightFile(
-        "lpips-vgg16", "timm/vgg16.tv_in1k", "model.safetensors",
+        "lpips-vgg16", "timm/vgg16.tv_in1k", "model.safetensors", "model",
+        "3394518cba29aee1ea82a49d971be90d2dd1dab7",  # the commit that added the file
         sha256="57b026918159a6bf9faf8405c3a551903768e7138989d9c6224a14227203fad8",  # Git LFS oid shown by the Hub
         licence="BSD-3-Clause (torchvision weights, trained on ImageNet-1k)",
         description="torchvision's ImageNet VGG16 (timm keeps the features.<index> names): LPIPS-VGG backbone "
                     "for the W projection",
     ),
     WeightFile(
-        "lpips-alexnet", "blanchon/image-gs-models-utils", "torch/checkpoints/alexnet-owt-7be5be79.pth",
+        "lpips-alexnet", "blanchon/image-gs-models-utils", "torch/checkpoints/alexnet-owt-7be5be79.pth", "model",
+        "e25ea78723b26f9d07fa98940d137c7569f05439",  # the commit that added the file
         sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", size=244_408_911,
         licence="BSD-3-Clause (torchvision weights, trained on ImageNet-1k)",
         description="torchvision's alexnet-owt-7be5be79.pth, byte-identical (its sha256 starts with the 7be5be79 "
