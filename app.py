@@ -39,6 +39,7 @@ from pti.progress import Progress
 from pti.serving.durations import MAX_SECONDS, MIN_SECONDS
 from pti.serving.hardware import unusable_gpu_reason
 from pti.serving.zerogpu import on_zerogpu
+from pti.session_spill import SessionSpiller
 from pti.session_store import SessionStore, SessionTooLargeError, format_bytes
 
 LOGGER = logging.getLogger("pti.app")
@@ -88,7 +89,9 @@ class AppOptions:
     port: int | None = None  # port (None: gradio's default 7860, or GRADIO_SERVER_PORT)
     share: bool = False  # also open a public gradio.live link
     max_sessions: int = 8  # tuned generators kept at once (least recently used evicted first)
-    max_session_mb: int = 4096  # MiB of tuned generators kept at once
+    max_session_mb: int = 4096  # MiB of tuned generators kept in memory at once
+    max_session_disk_gb: float = 20.0  # GiB of sessions written to disk when memory is full (0: drop them instead)
+    session_idle_minutes: float = 60.0  # sessions unused this long are freed (as Gradio keeps a closed tab's state)
     concurrency: int = 1  # GPU jobs (inversions, edit renders) running at once
     queue_size: int = 16  # jobs waiting at most; more are refused with a message
     max_file_size: str = "20mb"  # largest upload
@@ -127,7 +130,14 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
                         help="tuned generators kept at once [PTI_MAX_SESSIONS]")
     parser.add_argument("--max-session-mb", type=int,
                         default=int(env("PTI_MAX_SESSION_MB", defaults.max_session_mb)),
-                        help="MiB of tuned generators kept at once [PTI_MAX_SESSION_MB]")
+                        help="MiB of tuned generators kept in memory at once [PTI_MAX_SESSION_MB]")
+    parser.add_argument("--max-session-disk-gb", type=float,
+                        default=float(env("PTI_MAX_SESSION_DISK_GB", defaults.max_session_disk_gb)),
+                        help="GiB of sessions written to disk when memory is full; 0 drops them instead "
+                             "[PTI_MAX_SESSION_DISK_GB]")
+    parser.add_argument("--session-idle-minutes", type=float,
+                        default=float(env("PTI_SESSION_IDLE_MINUTES", defaults.session_idle_minutes)),
+                        help="sessions unused this long are freed [PTI_SESSION_IDLE_MINUTES]")
     parser.add_argument("--concurrency", type=int, default=int(env("PTI_CONCURRENCY", defaults.concurrency)),
                         help="GPU jobs running at once [PTI_CONCURRENCY]")
     parser.add_argument("--queue-size", type=int, default=int(env("PTI_QUEUE_SIZE", defaults.queue_size)),
@@ -151,12 +161,15 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
     options = AppOptions(model=args.model, device=args.device, host=args.host,
                          port=None if args.port in (None, "") else int(args.port), share=args.share,
                          max_sessions=args.max_sessions, max_session_mb=args.max_session_mb,
+                         max_session_disk_gb=args.max_session_disk_gb, session_idle_minutes=args.session_idle_minutes,
                          concurrency=args.concurrency, queue_size=args.queue_size, max_file_size=args.max_file_size,
                          landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir, e4e=args.e4e,
                          zerogpu_max_seconds=args.zerogpu_max_seconds)
     for name in ("max_sessions", "max_session_mb", "concurrency", "queue_size"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if options.max_session_disk_gb < 0 or options.session_idle_minutes <= 0:
+        parser.error("--max-session-disk-gb must be 0 or more and --session-idle-minutes more than 0")
     if options.zerogpu_max_seconds < MIN_SECONDS:
         parser.error(f"--zerogpu-max-seconds must be at least {MIN_SECONDS}")
     return options
@@ -262,7 +275,7 @@ class SessionHandlers:
         """This session's own download folder (named by a hash of its id)."""
         return self.downloads_root / hashlib.sha256(session_id.encode()).hexdigest()[:20]
 
-    def forget(self, session_id: str, _session: EditingSession) -> None:
+    def forget(self, session_id: str) -> None:
         """Delete a session's download folder (called when the store lets go of its session)."""
         shutil.rmtree(self.downloads_dir(session_id), ignore_errors=True)
 
@@ -301,8 +314,7 @@ class SessionHandlers:
         if upload is None:
             return None, None, gr.Dropdown(choices=[], value=None, visible=False), "", *self.cleared_results()
         with shown_as_gradio_errors():
-            picture = self.editor.load_photo(read_upload(upload))  # from bytes, so no server path can leak
-            photo = self.editor.align(picture)
+            photo = self.editor.align(read_upload(upload))  # from bytes, so no server path can leak
         return (photo, photo.aligned.image, self.face_picker(photo), self.aligned_status(photo),
                 *self.cleared_results())
 
@@ -315,7 +327,7 @@ class SessionHandlers:
         self.stops.request(request.session_hash)
         self.store.release(request.session_hash)
         with shown_as_gradio_errors():
-            chosen = self.editor.align(photo.original, int(face_index))
+            chosen = self.editor.align(photo.encoded, int(face_index))
         return chosen, chosen.aligned.image, gr.skip(), self.aligned_status(chosen), *self.cleared_results()
 
     @staticmethod
@@ -545,8 +557,15 @@ def licences_text() -> str:
 
 
 def session_store(options: AppOptions) -> SessionStore[EditingSession]:
-    """The per-session store of tuned generators, bounded as `options` say."""
-    return SessionStore(max_sessions=options.max_sessions, max_bytes=options.max_session_mb * 1024 * 1024)
+    """The per-session store of tuned generators, bounded as `options` say; sessions that leave memory are written
+    to a folder of its own, removed with the store (or at exit, SIGTERM included)."""
+    spill_root = Path(tempfile.mkdtemp(prefix="pti-sessions-"))
+    store = SessionStore(max_sessions=options.max_sessions, max_bytes=options.max_session_mb * 1024 * 1024,
+                         spiller=SessionSpiller(spill_root),
+                         max_disk_bytes=int(options.max_session_disk_gb * 1024 ** 3),
+                         idle_seconds=options.session_idle_minutes * 60)
+    weakref.finalize(store, shutil.rmtree, spill_root, True)
+    return store
 
 
 def build_demo(editor: FaceEditor, options: AppOptions, *,
@@ -659,10 +678,9 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
         invert_button.click(handlers.invert, [photo_state, *settings_inputs],
                             [status, pivot_image, tuned_image, gallery, step_choice, result, downloads],
                             api_name="invert", show_progress_on=[aligned], **gpu)
-        # Its own queue lane without a limit, so it runs at once (the answer is for API users; people see a toast
-        # and then the inversion's own "Stopped" line).
-        stop_button.click(handlers.stop, None, [stop_answer], api_name="stop", concurrency_id="stop",
-                          concurrency_limit=None)
+        # Outside the queue, so it runs at once even when the queue is full (the answer is for API users; people see
+        # a toast and then the inversion's own "Stopped" line).
+        stop_button.click(handlers.stop, None, [stop_answer], api_name="stop", queue=False)
         gr.on([demo.load, edit_choice.change], handlers.edit_slider, [edit_choice], [strength],
               api_visibility="private", queue=False)
         edit_outputs = [gallery, step_choice, result, downloads, edit_status]
@@ -714,8 +732,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if (problem := options.gpu_problem()) is not None:
         LOGGER.warning(problem)
     editor = load_editor(options)
-    LOGGER.info("model %s on %s; sessions: %d / %s", options.model, editor.hardware, options.max_sessions,
-                format_bytes(options.max_session_mb * 1024 * 1024))
+    LOGGER.info("model %s on %s; sessions: %d / %s in memory, %s on disk, freed after %g min unused", options.model,
+                editor.hardware, options.max_sessions, format_bytes(options.max_session_mb * 1024 * 1024),
+                format_bytes(int(options.max_session_disk_gb * 1024 ** 3)), options.session_idle_minutes)
     if editor.device.type == "cuda":  # compiled in the background; the reference ops serve until it is ready
         LOGGER.info("CUDA ops: %s", cuda_plugin.start_background_build())
     build_demo(editor, options).launch(**launch_options(options))

@@ -5,6 +5,7 @@ import contextlib
 import copy
 import dataclasses
 import importlib.util
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,10 +116,15 @@ class Inversion:
 
 @dataclass(frozen=True, eq=False)
 class Photo:
-    """A person's photo (upright RGB) and the face aligned from it."""
+    """A person's photo, kept encoded (a decoded 64-megapixel photo would take ~192 MB), and the face aligned from it."""
 
-    original: Image.Image
+    encoded: bytes  # the image file as given (or a PNG of the image given)
     aligned: alignment.AlignedFace
+
+    @property
+    def original(self) -> Image.Image:
+        """The photo, upright RGB (decoded on each call)."""
+        return alignment.load_image(self.encoded)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,6 +158,13 @@ class Downloads:
         """Every file, in display order."""
         files = [self.aligned, self.final, self.pasted, self.pivot, self.tuned_weights, self.chain]
         return [path for path in files if path is not None]
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    """`image` as a PNG file (fast, lossless compression)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 class FaceEditor:
@@ -344,14 +357,16 @@ class FaceEditor:
         """Any uploaded image as an upright RGB image; bad input -> `alignment.ImageInputError` (readable)."""
         return alignment.load_image(source)
 
-    def align(self, photo: Image.Image, face_index: int | None = None) -> Photo:
-        """Find the faces in `photo` and FFHQ-align one (the most confident unless `face_index` is given)."""
+    def align(self, photo: Image.Image | bytes, face_index: int | None = None) -> Photo:
+        """Find the faces in `photo` (an image, or an image file's bytes, kept as they are) and FFHQ-align one (the
+        most confident unless `face_index` is given)."""
         if self._landmarks_path is None:
             raise EditorUnavailableError(self._missing_message("alignment"))
+        picture = self.load_photo(photo) if isinstance(photo, bytes) else photo
         size = max(MIN_ALIGNED_SIZE, self.resolution or alignment.DEFAULT_OUTPUT_SIZE)
-        aligned = alignment.align_face(photo, face_index=face_index, output_size=size,
+        aligned = alignment.align_face(picture, face_index=face_index, output_size=size,
                                        predictor_path=self._landmarks_path)
-        return Photo(original=photo, aligned=aligned)
+        return Photo(encoded=photo if isinstance(photo, bytes) else _png_bytes(picture), aligned=aligned)
 
     # ----- inversion ---------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import torch
 from app_process import free_port
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
 from hub_server import FakeHub
 from PIL import Image
 from tiny_e4e import save_released_layout, tiny_e4e
@@ -374,8 +375,66 @@ def test_stop_cancels_a_running_inversion(url):
         client.close()
 
 
-def test_evicted_session_is_told_and_closed_tabs_are_freed(editor, tiny_options):
+def test_sessions_over_memory_wait_on_disk_and_come_back(editor, tiny_options):
     options = app.AppOptions(**{**tiny_options.__dict__, "port": free_port(), "max_sessions": 1})
+    store = app.session_store(options)
+    demo, url = launch(editor, options, store)
+    first, second = Client(url, verbose=False), Client(url, verbose=False)
+    try:
+        inverted = {}
+        for name, client in (("first", first), ("second", second)):
+            client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+            inverted[name] = client.predict(*QUICK_SETTINGS, api_name="/invert")
+        assert len(store) == 1 and store.parked_sessions == 1  # the first session's generator went to disk
+        # It comes back on its next edit, with its own reconstruction as the chain's start.
+        gallery = first.predict("interfacegan:age", 1.0, False, api_name="/add_edit")[0]
+        assert len(gallery) == 2 and np.array_equal(pixels(image(gallery[0])), pixels(image(inverted["first"][2])))
+        assert store.parked_sessions == 1  # now the second one waits on disk
+        assert len(second.predict("interfacegan:age", 1.0, False, api_name="/add_edit")[0]) == 2
+    finally:
+        first.close()
+        second.close()
+        demo.close()
+    store.clear()
+
+
+def test_stop_gets_through_when_the_queue_is_full(editor, tiny_options):
+    options = app.AppOptions(**{**tiny_options.__dict__, "port": free_port(), "queue_size": 1})
+    demo, url = launch(editor, options)
+    running, waiting = Client(url, verbose=False), Client(url, verbose=False)
+    try:
+        for client in (running, waiting):
+            client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+        job = running.submit("custom", 1000, 1000, False, 0, "w", api_name="/invert")
+        deadline = time.monotonic() + 60
+        while not any("step" in str(update[0]) for update in job.outputs()):
+            assert time.monotonic() < deadline, "the inversion did not start"
+            time.sleep(0.2)
+        queued = waiting.submit("custom", 1000, 1000, False, 0, "w", api_name="/invert")  # fills the queue
+        while queued.status().code.name not in ("IN_QUEUE", "QUEUE_FULL"):
+            assert time.monotonic() < deadline, queued.status()
+            time.sleep(0.1)
+        with pytest.raises(QueueError):  # gradio_client sends every call through the queue, which is full...
+            running.predict(api_name="/stop")
+        # ...but Stop runs outside it: as the page sends it (POST .../api/stop with the session), it gets through.
+        answer = httpx.post(f"{url}gradio_api/api/stop/", json={"data": [], "session_hash": running.session_hash},
+                            timeout=30)
+        assert answer.status_code == 200 and answer.json()["data"] == ["Stopping…"]
+        assert job.result(timeout=60)[0].startswith("Stopped")
+        while not any("step" in str(update[0]) for update in queued.outputs()):  # the waiting one runs now
+            assert time.monotonic() < deadline + 60, "the queued inversion did not start"
+            time.sleep(0.2)
+        assert waiting.predict(api_name="/stop") == "Stopping…"
+        assert queued.result(timeout=60)[0].startswith("Stopped")
+    finally:
+        running.close()
+        waiting.close()
+        demo.close()
+
+
+def test_evicted_session_is_told_and_closed_tabs_are_freed(editor, tiny_options):
+    options = app.AppOptions(**{**tiny_options.__dict__, "port": free_port(), "max_sessions": 1,
+                                "max_session_disk_gb": 0})
     store = app.session_store(options)
     demo, url = launch(editor, options, store)
     first, second = Client(url, verbose=False), Client(url, verbose=False)
