@@ -116,7 +116,7 @@ class Inversion:
 
 @dataclass(frozen=True, eq=False)
 class Photo:
-    """A person's photo, kept encoded (a decoded 64-megapixel photo would take ~192 MB), and the face aligned from it."""
+    """A photo, kept encoded (a decoded 64-megapixel photo would take ~192 MB), and the face aligned from it."""
 
     encoded: bytes  # the image file as given (or a PNG of the image given)
     aligned: alignment.AlignedFace
@@ -190,7 +190,8 @@ class FaceEditor:
         self._e4e = e4e
         self.zerogpu = on_zerogpu()  # a ZeroGPU Space: models on the CPU here, GPU work in its worker
         self.device = torch.device("cpu") if self.zerogpu else torch.device(device)  # where the models are held
-        self.durations = GpuDurations(max_seconds=gpu_max_seconds)  # measured GPU call times: what to ask ZeroGPU for, and the estimate there
+        # The measured times of GPU calls: what to ask ZeroGPU for, and the estimate there.
+        self.durations = GpuDurations(max_seconds=gpu_max_seconds)
         self._missing: list[MissingFile] = []
         self._landmarks_path = self._load_landmarks_path(landmarks_path)
         self._generator = self._load_generator(model)

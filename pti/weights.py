@@ -77,7 +77,7 @@ _HAIRSTYLE_SHA256 = {
     "bowl": "b536976ad5c6910fd5ba549388493b08e92650c51c9ed8ccc328c35d44ae80df",
 }
 _INVERSION_SPACE = "DragGan/DragGan-Inversion"  # holds PTI's released editing directions, byte-identical
-_INVERSION_SPACE_COMMIT = "58158ae5b2397c12ec4667aeb73033be0618b194"  # its main in Feb 2024; PTI/ unchanged since it came
+_INVERSION_SPACE_COMMIT = "58158ae5b2397c12ec4667aeb73033be0618b194"  # its main in Feb 2024; PTI/ unchanged since
 
 
 def _interfacegan(name: str, sha256: str, meaning: str) -> WeightFile:

@@ -15,7 +15,7 @@ ZEROGPU_ENV_VAR = "SPACES_ZERO_GPU"
 
 
 def on_zerogpu() -> bool:
-    """Whether this process serves on ZeroGPU: SPACES_ZERO_GPU is true (as on such a Space) and `spaces` is installed."""
+    """Whether this process serves on ZeroGPU: SPACES_ZERO_GPU true (as on such a Space) and `spaces` installed."""
     flag = os.environ.get(ZEROGPU_ENV_VAR, "").strip().lower() in ("1", "t", "true")
     return flag and importlib.util.find_spec("spaces") is not None
 
