@@ -37,6 +37,7 @@ from pti.ops import cuda_plugin
 from pti.progress import Progress
 from pti.serving.download_folders import DownloadFolders
 from pti.serving.durations import MAX_SECONDS, MIN_SECONDS
+from pti.serving.gradio_cache import install_atomic_cache_writes
 from pti.serving.hardware import unusable_gpu_reason
 from pti.serving.zerogpu import on_zerogpu
 from pti.session_store import SessionStore, SessionTooLargeError, format_bytes
@@ -573,6 +574,7 @@ def session_store(options: AppOptions) -> SessionStore[EditingSession]:
 def build_demo(editor: FaceEditor, options: AppOptions, *,
                store: SessionStore[EditingSession] | None = None) -> gr.Blocks:
     """The Blocks app over `editor`; sessions live in `store` (default: a new one bounded by `options`)."""
+    install_atomic_cache_writes()  # before any image is returned (a no-op outside the Gradio versions it fixes)
     store = store if store is not None else session_store(options)
     downloads_root = Path(tempfile.mkdtemp(prefix="pti-app-"))
     handlers = SessionHandlers(editor, store, downloads_root)
