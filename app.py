@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import gradio as gr
 import torch
@@ -36,7 +35,9 @@ from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, Fa
     InversionSettings, Photo, SettingsError
 from pti.ops import cuda_plugin
 from pti.progress import Progress
+from pti.serving.download_folders import DownloadFolders
 from pti.serving.durations import MAX_SECONDS, MIN_SECONDS
+from pti.serving.gradio_cache import install_atomic_cache_writes
 from pti.serving.hardware import unusable_gpu_reason
 from pti.serving.zerogpu import on_zerogpu
 from pti.session_spill import SessionSpiller
@@ -265,19 +266,15 @@ class SessionHandlers:
     def __init__(self, editor: FaceEditor, store: SessionStore[EditingSession], downloads_root: Path) -> None:
         self.editor = editor
         self.store = store
-        self.downloads_root = downloads_root
+        self.folders = DownloadFolders(downloads_root)
         self.stops = StopRequests()
         self.labels = {option.key: option.label for option in editor.edit_options()}
 
     # ----- per-session helpers -----------------------------------------------------------------------------------
 
-    def downloads_dir(self, session_id: str) -> Path:
-        """This session's own download folder (named by a hash of its id)."""
-        return self.downloads_root / hashlib.sha256(session_id.encode()).hexdigest()[:20]
-
     def forget(self, session_id: str) -> None:
-        """Delete a session's download folder (called when the store lets go of its session)."""
-        shutil.rmtree(self.downloads_dir(session_id), ignore_errors=True)
+        """Delete a session's download folders once no event returns them (the store let go of its session)."""
+        self.folders.forget(session_id)
 
     def release(self, request: gr.Request) -> None:
         """Free everything of a session whose browser tab closed."""
@@ -292,15 +289,34 @@ class SessionHandlers:
             raise gr.Error(notice or "Invert the face first (press Invert), then add edits.", print_exception=False)
         return session
 
-    def result_outputs(self, session: EditingSession, paste_back: bool, request: gr.Request) -> tuple:
-        """Gallery, step picker, result image and downloads of a session."""
+    def answer(self, outputs: Callable[[list[Path]], tuple]) -> Iterator[tuple]:
+        """Yield `outputs(held)` as an event's answer, readable errors included; the download folders it appends to
+        `held` stay held until Gradio has copied their files into its cache (it resumes a generator handler only
+        after its answer was processed), then are released."""
+        held: list[Path] = []
+        try:
+            with shown_as_gradio_errors():
+                answer = outputs(held)
+            yield answer
+        finally:
+            self.folders.release(held)
+
+    def result_outputs(self, session: EditingSession, paste_back: bool, request: gr.Request,
+                       held: list[Path]) -> tuple:
+        """Gallery, step picker, result image and downloads of a session (written to a new folder, added to `held`)."""
         gallery = [(session.step_images[0], "0. start: PTI reconstruction")]
         gallery += [(image, step_caption(i + 1, edit, self.labels))
                     for i, (image, edit) in enumerate(zip(session.step_images[1:], session.edits, strict=True))]
         steps = gr.Dropdown(choices=[(step_caption(i + 1, e, self.labels), i) for i, e in enumerate(session.edits)],
                             value=len(session.edits) - 1 if session.edits else None)
         pasted = self.editor.paste_back(session.photo, session.final_image) if paste_back else None
-        files = self.editor.write_downloads(session, self.downloads_dir(request.session_hash), pasted=pasted)
+        inversion_folder = session.files.pivot.parent
+        if not self.folders.hold(inversion_folder):
+            raise gr.Error("A newer photo or inversion replaced this one.", print_exception=False)
+        held.append(inversion_folder)
+        folder = self.folders.new_folder(request.session_hash, "edits")
+        held.append(folder)
+        files = self.editor.write_downloads(session, folder, pasted=pasted)
         result = gr.Image(value=pasted if pasted is not None else session.final_image,
                           label="Pasted back into the photo" if pasted is not None else "Final face")
         return gallery, steps, result, [str(path) for path in files.paths]
@@ -427,12 +443,18 @@ class SessionHandlers:
         finally:
             self.stops.end(session_id, stop)
             release_freed_memory()  # the tuning's activations: back to the system, not kept at peak
-        with shown_as_gradio_errors():
-            start = EditingSession(photo=photo, inversion=inversion, step_images=(inversion.tuned_render.image,))
-            self.store.put(session_id, start)
-            gallery, steps_picker, result, files = self.result_outputs(start, False, request)
+        yield from self.answer(lambda held: self.inverted_outputs(photo, inversion, request, held))
+
+    def inverted_outputs(self, photo: Photo, inversion: Inversion, request: gr.Request, held: list[Path]) -> tuple:
+        """Store a new inversion as the session's start, write its files once, and show it."""
+        folder = self.folders.new_folder(request.session_hash, "inversion")
+        held.append(folder)
+        start = EditingSession(photo=photo, inversion=inversion, step_images=(inversion.tuned_render.image,))
+        start = dataclasses.replace(start, files=self.editor.write_inversion_files(start, folder))
+        self.store.put(request.session_hash, start)
+        gallery, steps_picker, result, files = self.result_outputs(start, False, request, held)
         pivot_render, tuned_render = inversion.pivot_render, inversion.tuned_render
-        yield (
+        return (
             f"Inverted in {format_seconds(inversion.seconds)}. LPIPS / MSE to the aligned face: pivot "
             f"{pivot_render.lpips:.3f} / {pivot_render.mse:.4f}, PTI {tuned_render.lpips:.3f} / "
             f"{tuned_render.mse:.4f}. Now add edits below.",
@@ -459,46 +481,46 @@ class SessionHandlers:
         return gr.Slider(minimum=option.min, maximum=option.max, step=option.step, value=option.default,
                          label=f"Strength of {option.label}")
 
-    def add_edit(self, key: str, strength: float, paste_back: bool, request: gr.Request) -> tuple:
+    def add_edit(self, key: str, strength: float, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
         """Append an edit to the chain and render every step; a failed edit leaves the chain as it was."""
         session = self.session(request)
-        with shown_as_gradio_errors():
-            edit = self.editor.parse_edit(key, strength)
-            return self.apply_edits(session, (*session.edits, edit), paste_back, request)
+        yield from self.answer(lambda held: self.apply_edits(
+            session, (*session.edits, self.editor.parse_edit(key, strength)), paste_back, request, held))
 
-    def remove_edit(self, index: float | None, paste_back: bool, request: gr.Request) -> tuple:
+    def remove_edit(self, index: float | None, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
         """Drop one step of the chain (the steps after it are rendered again)."""
         session = self.session(request)
         if index is None or not 0 <= int(index) < len(session.edits):
             raise gr.Error(f"Pick a step to remove (1 to {len(session.edits)})." if session.edits
                            else "The chain is empty.", print_exception=False)
         edits = session.edits[:int(index)] + session.edits[int(index) + 1:]
-        with shown_as_gradio_errors():
-            return self.apply_edits(session, edits, paste_back, request)
+        yield from self.answer(lambda held: self.apply_edits(session, edits, paste_back, request, held))
 
-    def clear_edits(self, paste_back: bool, request: gr.Request) -> tuple:
+    def clear_edits(self, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
         """Remove every edit: back to the PTI reconstruction."""
         session = self.session(request)
         cleared = dataclasses.replace(session, edits=(), step_images=session.step_images[:1])
-        with shown_as_gradio_errors():
-            self.store.put(request.session_hash, cleared)
-            return (*self.result_outputs(cleared, paste_back, request), "Chain cleared.")
 
-    def apply_edits(self, session: EditingSession, edits: tuple, paste_back: bool, request: gr.Request) -> tuple:
+        def outputs(held: list[Path]) -> tuple:
+            self.store.put(request.session_hash, cleared)
+            return *self.result_outputs(cleared, paste_back, request, held), "Chain cleared."
+
+        yield from self.answer(outputs)
+
+    def apply_edits(self, session: EditingSession, edits: tuple, paste_back: bool, request: gr.Request,
+                    held: list[Path]) -> tuple:
         """Render `edits` on the session's pivot; store and show the new chain only if that worked."""
         images = self.editor.render_chain(session, edits)
         updated = dataclasses.replace(session, edits=edits, step_images=images)
         self.store.put(request.session_hash, updated)
         count = len(edits)
-        return (*self.result_outputs(updated, paste_back, request),
+        return (*self.result_outputs(updated, paste_back, request, held),
                 f"{count} edit{'s' if count != 1 else ''} in the chain." if count else "The chain is empty.")
 
-    def show_result(self, paste_back: bool, request: gr.Request) -> tuple:
+    def show_result(self, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
         """The final face, or the photo with it pasted back, and the downloads."""
         session = self.session(request)
-        with shown_as_gradio_errors():
-            _, _, result, files = self.result_outputs(session, paste_back, request)
-        return result, files
+        yield from self.answer(lambda held: self.result_outputs(session, paste_back, request, held)[2:])
 
 
 def selected_step(event: gr.SelectData) -> int | None:
@@ -571,6 +593,7 @@ def session_store(options: AppOptions) -> SessionStore[EditingSession]:
 def build_demo(editor: FaceEditor, options: AppOptions, *,
                store: SessionStore[EditingSession] | None = None) -> gr.Blocks:
     """The Blocks app over `editor`; sessions live in `store` (default: a new one bounded by `options`)."""
+    install_atomic_cache_writes()  # before any image is returned (a no-op outside the Gradio versions it fixes)
     store = store if store is not None else session_store(options)
     downloads_root = Path(tempfile.mkdtemp(prefix="pti-app-"))
     handlers = SessionHandlers(editor, store, downloads_root)

@@ -127,6 +127,15 @@ class Photo:
         return alignment.load_image(self.encoded)
 
 
+@dataclass(frozen=True)
+class InversionFiles:
+    """Files of one inversion, written once (`FaceEditor.write_inversion_files`) and offered with every edit."""
+
+    aligned: Path  # aligned face (PNG)
+    pivot: Path  # pivot (.npy)
+    tuned_weights: Path  # tuned generator (.safetensors)
+
+
 @dataclass(frozen=True, eq=False)
 class EditingSession:
     """Everything one session edits: the photo, its inversion, the edit chain and the rendering of every step."""
@@ -135,6 +144,7 @@ class EditingSession:
     inversion: Inversion
     edits: tuple[Edit, ...] = ()
     step_images: tuple[Image.Image, ...] = ()  # the start (PTI reconstruction), then one image per edit
+    files: InversionFiles | None = None  # the inversion's files, once written
 
     @property
     def final_image(self) -> Image.Image:
@@ -500,24 +510,30 @@ class FaceEditor:
         """The edit chain as JSON (replayable with `EditChain.from_json`)."""
         return EditChain(self._require_library(), edits).to_json()
 
+    def write_inversion_files(self, session: EditingSession, directory: str | Path) -> InversionFiles:
+        """Write what stays the same for every edit of an inversion into `directory`: aligned face, pivot, weights."""
+        directory = Path(directory)
+        saved = session.inversion.tuned.save(directory)
+        aligned_path = directory / "aligned.png"
+        session.photo.aligned.image.save(aligned_path)
+        return InversionFiles(aligned=aligned_path, pivot=saved.pivots, tuned_weights=saved.weights)
+
     def write_downloads(self, session: EditingSession, directory: str | Path, *,
                         pasted: Image.Image | None) -> Downloads:
-        """Write the session's files into `directory`: aligned and final face, pasted photo, pivot, weights, chain."""
+        """Write what changes with the edits into `directory` (final face, pasted photo, chain); with the session's
+        inversion files (`write_inversion_files`), every file to download."""
+        if session.files is None:
+            raise ValueError("write the inversion's files first (write_inversion_files)")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        saved = session.inversion.tuned.save(directory)
-        aligned_path, final_path = directory / "aligned.png", directory / "final.png"
-        session.photo.aligned.image.save(aligned_path)
+        final_path, chain_path = directory / "final.png", directory / "edit_chain.json"
         session.final_image.save(final_path)
-        chain_path = directory / "edit_chain.json"
         chain_path.write_text(self.chain_json(session.edits))
-        pasted_path = directory / "pasted_back.png"
-        if pasted is None:
-            pasted_path.unlink(missing_ok=True)
-        else:
+        pasted_path = None if pasted is None else directory / "pasted_back.png"
+        if pasted is not None:
             pasted.save(pasted_path)
-        return Downloads(aligned=aligned_path, final=final_path, pivot=saved.pivots, tuned_weights=saved.weights,
-                         chain=chain_path, pasted=pasted_path if pasted is not None else None)
+        files = session.files
+        return Downloads(aligned=files.aligned, final=final_path, pivot=files.pivot, tuned_weights=files.tuned_weights,
+                         chain=chain_path, pasted=pasted_path)
 
     # ----- private loaders ---------------------------------------------------------------------------------------
 

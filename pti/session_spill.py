@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from editing_directions.edit import Edit
-from pti.editor import EditingSession, Inversion, InversionSettings, Photo, Reconstruction
+from pti.editor import EditingSession, Inversion, InversionFiles, InversionSettings, Photo, Reconstruction
 from pti.projector import Pivot
 from pti.serving.durations import InversionTimings
 from pti.session_store import estimate_nbytes
@@ -39,6 +39,7 @@ class ParkedSession:
     steps_run: int
     edits: tuple[Edit, ...]
     step_images: tuple[Image.Image, ...]
+    files: InversionFiles | None  # the inversion's download files
     directory: Path  # the tuned generator's folder
     disk_bytes: int  # bytes of the files in `directory`
 
@@ -69,7 +70,7 @@ class SessionSpiller:
             photo=session.photo, pivot=inversion.pivot, pivot_render=inversion.pivot_render,
             tuned_render=inversion.tuned_render, settings=inversion.settings, seconds=inversion.seconds,
             timings=inversion.timings, steps_run=inversion.tuned.steps_run, edits=session.edits,
-            step_images=session.step_images, directory=directory,
+            step_images=session.step_images, files=session.files, directory=directory,
             disk_bytes=sum(path.stat().st_size for path in directory.iterdir()))
 
     def unpark(self, parked: ParkedSession) -> EditingSession:
@@ -79,7 +80,7 @@ class SessionSpiller:
                               tuned_render=parked.tuned_render, settings=parked.settings, seconds=parked.seconds,
                               timings=parked.timings)
         return EditingSession(photo=parked.photo, inversion=inversion, edits=parked.edits,
-                              step_images=parked.step_images)
+                              step_images=parked.step_images, files=parked.files)
 
     def discard(self, parked: ParkedSession) -> None:
         """Delete a parked session's folder."""

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from app_process import free_port
+from fetched_files import Fetched, fetch_image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
@@ -35,6 +36,7 @@ GRACE_HOPPER = EXAMPLES / "grace_hopper.jpg"
 SETTINGS = ("fast", 3, 2, True, 0, "w")
 QUICK_SETTINGS = ("fast", 2, 1, False, 0, "w")  # where the inversion only has to exist
 MAX_UPLOAD = "1mb"
+ALIGNS_PER_CLIENT = 3  # per client, when ten align the same photo at once
 
 
 def launch(editor, options: app.AppOptions, store=None):
@@ -520,3 +522,32 @@ def test_messages_for_people_name_files_not_server_paths():
     assert app.readable_message(error) == "landmarks.dat is not dlib's shape_predictor_68_face_landmarks.dat"
     unexpected = app.readable_message(KeyError("/srv/secret/thing"))
     assert unexpected == "Something went wrong on the server (KeyError); it has been logged."
+
+
+def test_ten_clients_aligning_the_same_photo_get_every_file_whole(url):
+    # Everyone who clicks an example returns the same aligned face, so Gradio caches it under one path: with its
+    # stock in-place rewrite some downloads were cut (tests/test_gradio_cache.py); here none may be.
+    fetched: list[Fetched] = []
+    errors: list[BaseException] = []
+
+    def align_and_fetch() -> None:
+        client = Client(url, verbose=False, download_files=False)
+        try:
+            with httpx.Client() as http:
+                for _ in range(ALIGNS_PER_CLIENT):
+                    outputs = client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+                    files = [output for output in outputs if isinstance(output, dict) and output.get("url")]
+                    fetched.extend(fetch_image(http, output["url"]) for output in files)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=align_and_fetch) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(fetched) == 10 * ALIGNS_PER_CLIENT  # the aligned face of every alignment
+    assert [f for f in fetched if f.cut] == []

@@ -209,13 +209,23 @@ def test_paste_back_and_downloads(editor, photo, inversion, tmp_path):
                                  EditingSession(photo=photo, inversion=inversion), edits))
     pasted = editor.paste_back(photo, session.final_image)
     assert pasted.size == photo.original.size
-    files = editor.write_downloads(session, tmp_path, pasted=pasted)
+    with pytest.raises(ValueError, match="inversion's files first"):
+        editor.write_downloads(session, tmp_path, pasted=pasted)
+    (tmp_path / "inversion").mkdir()
+    session = dataclasses.replace(session, files=editor.write_inversion_files(session, tmp_path / "inversion"))
+    assert sorted(path.name for path in (tmp_path / "inversion").iterdir()) == [
+        "aligned.png", "pivot.npy", "tuned.safetensors"]
+    (tmp_path / "first").mkdir()
+    files = editor.write_downloads(session, tmp_path / "first", pasted=pasted)
     assert [path.name for path in files.paths] == ["aligned.png", "final.png", "pasted_back.png", "pivot.npy",
                                                    "tuned.safetensors", "edit_chain.json"]
+    assert sorted(path.name for path in (tmp_path / "first").iterdir()) == [
+        "edit_chain.json", "final.png", "pasted_back.png"]  # the inversion's files are not written again
     assert np.load(files.pivot).shape == (1, 32)
     assert '"name": "smile"' in files.chain.read_text()
-    again = editor.write_downloads(session, tmp_path, pasted=None)
-    assert again.pasted is None and not (tmp_path / "pasted_back.png").exists()
+    (tmp_path / "second").mkdir()
+    again = editor.write_downloads(session, tmp_path / "second", pasted=None)
+    assert again.pasted is None and not (tmp_path / "second" / "pasted_back.png").exists()
 
 
 def test_missing_files_are_reported_and_the_rest_still_works(monkeypatch, tmp_path, landmarks_model_path):

@@ -21,12 +21,14 @@ def editor(landmarks_model_path):
 
 
 @pytest.fixture(scope="module")
-def session(editor) -> EditingSession:
+def session(editor, tmp_path_factory) -> EditingSession:
     photo = editor.align((EXAMPLES / "astronaut.png").read_bytes())
     inversion = editor.invert(photo.aligned, QUICK)
     edits = (editor.parse_edit("interfacegan:age", 2.0),)
     start = EditingSession(photo=photo, inversion=inversion)
-    return EditingSession(photo=photo, inversion=inversion, edits=edits, step_images=editor.render_chain(start, edits))
+    files = editor.write_inversion_files(start, tmp_path_factory.mktemp("downloads"))
+    return EditingSession(photo=photo, inversion=inversion, edits=edits, step_images=editor.render_chain(start, edits),
+                          files=files)
 
 
 def test_a_parked_session_comes_back_with_the_same_weights(tmp_path, editor, session):
@@ -41,6 +43,7 @@ def test_a_parked_session_comes_back_with_the_same_weights(tmp_path, editor, ses
     assert original.keys() == restored.keys()
     assert all(torch.equal(original[name], restored[name]) for name in original)
     assert back.edits == session.edits and back.inversion.tuned.steps_run == session.inversion.tuned.steps_run
+    assert back.files is session.files
     again = editor.render_chain(back, back.edits)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(again, session.step_images))
     spiller.discard(parked)
