@@ -220,7 +220,6 @@ def test_demo_library_is_labelled_random_and_checks_codes(library):
 
 INVERSION_SPACE = "spaces--DragGan--DragGan-Inversion"  # WEIGHTS.md: DragGan/DragGan-Inversion, a Space
 MAPPER_SPACE = "spaces--ethanNeuralImage--inversion_testing"
-CACHED_COMMIT = "c0ffee" * 6 + "c0ff"
 DIRECTION_PATHS = {"age": "PTI/editings/interfacegan_directions/age.pt",
                    "smile": "PTI/editings/interfacegan_directions/smile.pt",
                    "rotation": "PTI/editings/interfacegan_directions/rotation.pt"}
@@ -228,11 +227,18 @@ PCA_PATH = "PTI/editings/ganspace_pca/ffhq_pca.pt"
 AFRO_PATH = "pretrained_models/styleCLIP_mappers/afro_hairstyle.pt"
 
 
-def put_in_hub_cache(cache, repo_folder: str, path: str, value: object):
-    """torch.save `value` where huggingface_hub keeps `path` of a repo at CACHED_COMMIT (refs/main points there)."""
+def pinned_commit(key: str) -> str:
+    """The commit the registry pins `key`'s repository to."""
+    from pti.weights import REGISTRY
+
+    return REGISTRY[key].revision
+
+
+def put_in_hub_cache(cache, repo_folder: str, path: str, value: object, commit: str):
+    """torch.save `value` where huggingface_hub keeps `path` of a repo at `commit` (refs/main points there too)."""
     (cache / repo_folder / "refs").mkdir(parents=True, exist_ok=True)
-    (cache / repo_folder / "refs" / "main").write_text(CACHED_COMMIT)
-    target = cache / repo_folder / "snapshots" / CACHED_COMMIT / path
+    (cache / repo_folder / "refs" / "main").write_text(commit)
+    target = cache / repo_folder / "snapshots" / commit / path
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(value, target)
     return hashlib.sha256(target.read_bytes()).hexdigest()
@@ -256,11 +262,13 @@ def hub_cache(tmp_path, monkeypatch):
                      "std": torch.rand(80, generator=g) + 0.5}
     afro = random_levels_mapper(32, seed=6, no_fine_mapper=True)
     values["afro"] = afro
-    sha = {name: put_in_hub_cache(cache, INVERSION_SPACE, path, values[name]) for name, path in DIRECTION_PATHS.items()}
-    sha["pca"] = put_in_hub_cache(cache, INVERSION_SPACE, PCA_PATH, values["pca"])
+    inversion_commit, mapper_commit = pinned_commit("ganspace-ffhq-pca"), pinned_commit("styleclip-afro-hairstyle")
+    sha = {name: put_in_hub_cache(cache, INVERSION_SPACE, path, values[name], inversion_commit)
+           for name, path in DIRECTION_PATHS.items()}
+    sha["pca"] = put_in_hub_cache(cache, INVERSION_SPACE, PCA_PATH, values["pca"], inversion_commit)
     sha["afro"] = put_in_hub_cache(cache, MAPPER_SPACE, AFRO_PATH, {
         "state_dict": {f"mapper.{k}": v for k, v in afro.state_dict().items()} | {"decoder.w": torch.zeros(4)},
-        "opts": {"no_fine_mapper": True}})
+        "opts": {"no_fine_mapper": True}}, mapper_commit)
     keys = {"age": "interfacegan-age", "smile": "interfacegan-smile", "rotation": "interfacegan-rotation",
             "pca": "ganspace-ffhq-pca", "afro": "styleclip-afro-hairstyle"}
     registry = dict(REGISTRY) | {key: dataclasses.replace(REGISTRY[key], sha256=sha[name], size=None)
@@ -289,7 +297,8 @@ def test_the_real_sha256_rejects_the_fake_files_and_each_file_loads_alone(hub_ca
     with pytest.raises(WeightsError, match="interfacegan-age: .* rejected \\(not used\\)"):
         real.direction("age")
 
-    (hub_cache["cache"] / INVERSION_SPACE / "snapshots" / CACHED_COMMIT / DIRECTION_PATHS["smile"]).unlink()
+    (hub_cache["cache"] / INVERSION_SPACE / "snapshots" / pinned_commit("interfacegan-smile") /
+     DIRECTION_PATHS["smile"]).unlink()
     library = EditLibrary.from_registry(cache_dir=hub_cache["cache"], registry=hub_cache["registry"], progress=False)
     assert library.direction("age").shape == (32,)  # fetched alone, though smile.pt is missing
     with pytest.raises(WeightsError, match="HF_HUB_OFFLINE is set and the file is not in the cache"):
@@ -328,7 +337,8 @@ def test_mappers_of_a_user_hub_repo_are_listed_then_fetched_on_use(hub_cache, mo
 
     mapper = random_levels_mapper(32, seed=8)
     put_in_hub_cache(hub_cache["cache"], "models--someone--mappers", "mappers/mohawk.pt",
-                     {"state_dict": {f"mapper.{k}": v for k, v in mapper.state_dict().items()}, "opts": {}})
+                     {"state_dict": {f"mapper.{k}": v for k, v in mapper.state_dict().items()}, "opts": {}},
+                     "0123456789abcdef" * 2 + "01234567")  # a user's repo on its main branch
     listing = ["README.md", "mappers/mohawk.pt", "encoders/e4e.pt"]
     monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id, **kwargs: listing)
 
