@@ -462,7 +462,7 @@ class SessionHandlers:
         return (
             f"Inverted in {format_seconds(inversion.seconds)}. LPIPS / MSE to the aligned face: pivot "
             f"{pivot_render.lpips:.3f} / {pivot_render.mse:.4f}, PTI {tuned_render.lpips:.3f} / "
-            f"{tuned_render.mse:.4f}. Now add edits below.",
+            f"{tuned_render.mse:.4f} (LPIPS-AlexNet; MSE on pixels in [-1, 1]). Now add edits below.",
             gr.Image(value=pivot_render.image,
                      label=f"Pivot · LPIPS {pivot_render.lpips:.3f} · MSE {pivot_render.mse:.4f}"),
             gr.Image(value=tuned_render.image,
