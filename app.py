@@ -101,6 +101,7 @@ class AppOptions:
     mapper_dir: str | None = None  # folder of extra StyleCLIP mapper files (*.pt)
     e4e: str | None = None  # e4e encoder checkpoint for e4e pivots (None: through the weights registry)
     zerogpu_max_seconds: int = MAX_SECONDS  # the longest ZeroGPU call asked for; longer settings are refused
+    approximate: bool = False  # on a GPU: fp16 layers and 256 px tuning LPIPS (faster; not the paper's method)
 
     def resolved_device(self) -> str:
         """The device to run on: CUDA when asked for ('auto' or 'cuda...') and usable, else the CPU."""
@@ -158,6 +159,10 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
                         default=int(env("PTI_ZEROGPU_MAX_SECONDS", defaults.zerogpu_max_seconds)),
                         help="on ZeroGPU: the longest GPU call to ask for; settings that need more are refused "
                              "[PTI_ZEROGPU_MAX_SECONDS]")
+    parser.add_argument("--approximate", action="store_true",
+                        default=env("PTI_APPROXIMATE", "") not in ("", "0", "false"),
+                        help="on a GPU, tune faster with fp16 layers and LPIPS on 256 px images: departs from the "
+                             "paper's method (default: float32, full-resolution LPIPS) [PTI_APPROXIMATE=1]")
     args = parser.parse_args(argv)
     options = AppOptions(model=args.model, device=args.device, host=args.host,
                          port=None if args.port in (None, "") else int(args.port), share=args.share,
@@ -165,7 +170,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
                          max_session_disk_gb=args.max_session_disk_gb, session_idle_minutes=args.session_idle_minutes,
                          concurrency=args.concurrency, queue_size=args.queue_size, max_file_size=args.max_file_size,
                          landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir, e4e=args.e4e,
-                         zerogpu_max_seconds=args.zerogpu_max_seconds)
+                         zerogpu_max_seconds=args.zerogpu_max_seconds, approximate=args.approximate)
     for name in ("max_sessions", "max_session_mb", "concurrency", "queue_size"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -181,7 +186,7 @@ def load_editor(options: AppOptions) -> FaceEditor:
     lpips_pretrained = {"auto": None, "pretrained": True, "random": False}[options.lpips]
     return FaceEditor(options.model, device=options.resolved_device(), landmarks_path=options.landmarks,
                       lpips_pretrained=lpips_pretrained, mapper_dir=options.mapper_dir, e4e=options.e4e,
-                      gpu_max_seconds=options.zerogpu_max_seconds)
+                      gpu_max_seconds=options.zerogpu_max_seconds, approximate=options.approximate)
 
 
 def readable_message(error: BaseException) -> str:
@@ -457,7 +462,7 @@ class SessionHandlers:
         return (
             f"Inverted in {format_seconds(inversion.seconds)}. LPIPS / MSE to the aligned face: pivot "
             f"{pivot_render.lpips:.3f} / {pivot_render.mse:.4f}, PTI {tuned_render.lpips:.3f} / "
-            f"{tuned_render.mse:.4f}. Now add edits below.",
+            f"{tuned_render.mse:.4f} (LPIPS-AlexNet; MSE on pixels in [-1, 1]). Now add edits below.",
             gr.Image(value=pivot_render.image,
                      label=f"Pivot · LPIPS {pivot_render.lpips:.3f} · MSE {pivot_render.mse:.4f}"),
             gr.Image(value=tuned_render.image,

@@ -41,8 +41,8 @@ from editing_directions.edit import Edit  # noqa: E402
 from editing_directions.library import demo_library  # noqa: E402
 from pti.config import PTIConfig, preset  # noqa: E402
 from pti.fast_path import (  # noqa: E402
-    FAST_SETTINGS, REFERENCE_SETTINGS, SpeedSettings, apply_to_config, backend_state, prepare_generator,
-    speed_context)
+    APPROXIMATE_SETTINGS, FAST_SETTINGS, REFERENCE_SETTINGS, SpeedSettings, apply_to_config, backend_state,
+    prepare_generator, speed_context)
 from pti.losses import PerceptualLoss, build_lpips  # noqa: E402
 from pti.networks import Generator  # noqa: E402
 from pti.projector import Pivot, project_w  # noqa: E402
@@ -277,12 +277,14 @@ def _summary(samples: list[float], peak: int | None, **extra) -> dict:
 
 
 def ablation_variants() -> dict[str, SpeedSettings]:
-    """The fast path with one switch set back to the reference path's (and with channels-last turned on)."""
+    """The fast path with one switch changed: set back to the reference path's, or to the approximate path's (one of
+    the opt-in departures from the method), and with channels-last turned on."""
     variants = {}
     for field in dataclasses.fields(SpeedSettings):
-        fast, reference = getattr(FAST_SETTINGS, field.name), getattr(REFERENCE_SETTINGS, field.name)
-        if fast != reference:
-            variants[f"fast, {field.name}={reference}"] = dataclasses.replace(FAST_SETTINGS, **{field.name: reference})
+        fast = getattr(FAST_SETTINGS, field.name)
+        for other in (getattr(REFERENCE_SETTINGS, field.name), getattr(APPROXIMATE_SETTINGS, field.name)):
+            if other != fast:
+                variants[f"fast, {field.name}={other}"] = dataclasses.replace(FAST_SETTINGS, **{field.name: other})
     variants["fast, channels_last=True"] = dataclasses.replace(FAST_SETTINGS, channels_last=True)
     return variants
 

@@ -18,7 +18,9 @@ class InterfaceGANDirection:
     label: str  # display name
     registry_key: str  # key in `pti.weights.REGISTRY`
     filename: str  # file name in the release (and in a local directions folder)
-    min: float = -3.0  # PTI's evaluation sweeps factors -3..3
+    # Our factor multiplies the direction as given (w + factor * d). PTI's evaluation sweeps -3..3 but its editor
+    # halves the factor, moving w by -1.5..1.5 d; this slider reaches twice as far (-3..3 d).
+    min: float = -3.0
     max: float = 3.0
     step: float = 0.1
     default: float = 0.0  # factor 0 is the identity

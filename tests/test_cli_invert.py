@@ -39,14 +39,15 @@ def test_invert_writes_every_output(tmp_path, quick_options, capsys):
     report = json.loads((out / "metrics.json").read_text())
     assert report["pivot"] == {"method": "w", "steps": 3, "seconds": report["pivot"]["seconds"]}
     assert report["pivot"]["seconds"] > 0 and report["tuning"]["steps"] == 3
-    assert set(report["w_projection"]) == {"mse", "lpips", "ms_ssim", "identity_distance"}
+    metrics = {"mse", "lpips", "ms_ssim", "identity_similarity", "identity_distance"}
+    assert set(report["w_projection"]) == set(report["pti"]) == set(report["metrics"]) == metrics
+    assert "pixels in [-1, 1]" in report["metrics"]["mse"]
     assert report["config"]["tuning"]["locality"]["enabled"] is True
-    assert set(report["pti"]) == {"mse", "lpips", "ms_ssim", "identity_distance"}
     tuned = TunedGenerator.load(out)
     assert np.array_equal(tuned.pivots[0].w.numpy(), np.load(out / "pivot.npy"))
     captured = capsys.readouterr()
     assert "[projection] step 3/3" in captured.err and "[tuning] step 3/3" in captured.err
-    assert "W projection (" in captured.out and "PTI: MSE" in captured.out
+    assert "W projection (" in captured.out and "PTI: MSE" in captured.out and "MSE: pixels in [-1, 1]" in captured.out
 
 
 def test_invert_with_the_e4e_pivot(tmp_path, quick_options, e4e_checkpoint, capsys):
@@ -91,14 +92,36 @@ def test_eval_reports_both_pivots_side_by_side_and_locality(tmp_path, quick_opti
         assert title in table
 
 
-def test_eval_without_e4e_leaves_its_rows_out(tmp_path, quick_options, capsys):
+def eval_without_e4e(tmp_path, quick_options, capsys) -> tuple[dict, str]:
+    """`eval --no-e4e` on the astronaut photo: (the JSON report, the printed table)."""
     report_path = tmp_path / "report.json"
     argv = ["eval", str(FACES_DIR / "astronaut.png"), "--out", str(report_path), "--locality-latents", "1",
             "--no-e4e", *quick_options]
     assert run_cli(argv) == 0
-    report = json.loads(report_path.read_text())
+    return json.loads(report_path.read_text()), capsys.readouterr().out
+
+
+def test_eval_names_every_metric_with_its_scale(tmp_path, quick_options, capsys):
+    """The JSON and the printed table say what each number is: MSE's pixel range, the identity network."""
+    report, table = eval_without_e4e(tmp_path, quick_options, capsys)
+    names = ["mse", "lpips", "ms_ssim", "identity_similarity", "identity_distance"]
+    assert list(report["metrics"]) == names
+    assert "pixels in [-1, 1]" in report["metrics"]["mse"] and "[0, 1]" in report["metrics"]["ms_ssim"]
+    assert "cosine similarity" in report["metrics"]["identity_similarity"]
+    assert "dlib" in report["metrics"]["identity_similarity"]
+    assert "not the face-recognition network of the PTI paper" in report["metrics"]["identity_similarity"]
+    for row in ("w_projection", "pti", "pti_no_locality"):
+        assert list(report["mean"][row]) == [*names, "seconds"]
+        assert set(report["images"][0][row]) == {*names, "seconds"}
+    header = table.splitlines()[0].split()
+    assert header == ["MSE", "LPIPS", "MS-SSIM", "ID", "sim", "ID", "dist", "Time", "s"]
+    assert "MSE: pixels in [-1, 1]" in table and "ID sim: cosine similarity of face descriptors" in table
+    assert "dlib's face-recognition ResNet" in table and "not the face-recognition network of the PTI paper" in table
+
+
+def test_eval_without_e4e_leaves_its_rows_out(tmp_path, quick_options, capsys):
+    report, table = eval_without_e4e(tmp_path, quick_options, capsys)
     assert list(report["mean"]) == ["w_projection", "pti", "pti_no_locality"] and report["settings"]["e4e"] is None
-    table = capsys.readouterr().out
     assert "W projection alone" in table and "e4e alone" not in table and "e4e pivot" not in table
 
 

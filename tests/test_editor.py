@@ -74,6 +74,25 @@ def test_presets_and_the_config_they_give(editor):
     assert custom.projection.learning_rate == editor.config_for(paper).projection.learning_rate  # paper otherwise
 
 
+def test_on_a_gpu_the_papers_method_unless_approximate_is_asked(editor, landmarks_model_path, monkeypatch):
+    """The GPU's speed settings keep the configuration a CPU gets (float32, full-size tuning LPIPS) by default."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    settings = editor.settings_for("paper")
+    assert editor.speed_for(cpu) is None and not editor.approximate
+    assert editor.config_for(settings, cuda) == editor.config_for(settings, cpu)
+    assert editor.speed_for(cuda).ops_impl == "auto" and editor.speed_for(cuda).tf32
+    monkeypatch.setattr(editor, "zerogpu", True)
+    assert editor.speed_for(cuda).ops_impl == "ref"  # ZeroGPU's worker has no nvcc to build the fused ops
+    assert editor.config_for(settings, cuda) == editor.config_for(settings, cpu)
+
+    approximate = FaceEditor("tiny", landmarks_path=landmarks_model_path, lpips_pretrained=False, approximate=True)
+    config = approximate.config_for(settings, cuda)
+    assert config.tuning.lpips_resolution == 256 and not config.tuning.force_fp32 and not config.projection.force_fp32
+    assert approximate.config_for(settings, cpu) == editor.config_for(settings, cpu)
+    monkeypatch.setattr(approximate, "zerogpu", True)
+    assert approximate.speed_for(cuda).ops_impl == "ref" and approximate.speed_for(cuda).fp16_layers
+
+
 def test_load_photo_and_align(editor, photo):
     original = Image.open(EXAMPLES / "astronaut.png").convert("RGB")
     assert photo.original.size == original.size

