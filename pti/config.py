@@ -83,7 +83,7 @@ class LocalityConfig:
     weight: float = 0.1  # lambda_R
     l2_weight: float = 1.0  # lambda^R_L2 (LPIPS has weight 1 inside the regulariser)
     num_samples: int = 1  # N_r random latents per identity per regularised step
-    interval: int = 1  # regularise every this many steps
+    interval: int = 1  # regularise every this many updates (the first included)
     truncation_psi: float = 0.5  # truncation of the random w_z, as the official code
 
     def __post_init__(self) -> None:
@@ -100,7 +100,7 @@ class LocalityConfig:
 class TuningConfig:
     """Pivotal tuning (sec. 3.2): all synthesis weights trainable, pivot frozen, constant noise."""
 
-    num_steps: int = 350  # optimisation steps (fewer if early stop triggers)
+    num_steps: int = 350  # optimisation steps (fewer if early stop triggers); with N identities see multi_id_schedule
     learning_rate: float = 3e-4  # Adam learning rate
     lpips_weight: float = 1.0  # lambda_LPIPS (LPIPS-AlexNet, as the official code)
     l2_weight: float = 1.0  # lambda_L2
@@ -108,6 +108,11 @@ class TuningConfig:
     early_stop_lpips: float | None = 0.06  # stop once every identity's LPIPS is below this; None: never
     early_stop_check_every: int = 10  # check the early-stop condition every this many steps (each check syncs)
     force_fp32: bool = True  # render in float32 everywhere (PTI's choice); False allows fp16 layers on CUDA
+    # Several identities: "per_identity" as the official multi-ID coach (num_steps epochs over the identities in
+    # order, one Adam step on one identity's loss each: num_steps * N updates, no early stop, the regulariser's
+    # interval counted in updates and its codes around that identity's pivot); "batched": one step on the mean loss
+    # over all identities (the paper's formula; num_steps updates, early stop as for one). One identity: the same.
+    multi_id_schedule: Literal["per_identity", "batched"] = "per_identity"
     locality: LocalityConfig = field(default_factory=LocalityConfig)
     report_every: int = 1  # losses in progress reports every this many steps (each report syncs with the device)
     preview_every: int = 25  # a preview image every this many steps (0: never)
@@ -125,6 +130,9 @@ class TuningConfig:
             _check_float(self, "early_stop_lpips", low=0.0, low_inclusive=False)
         _check_int(self, "early_stop_check_every", 1)
         _check_bool(self, "force_fp32")
+        if self.multi_id_schedule not in ("per_identity", "batched"):
+            raise ConfigError("TuningConfig.multi_id_schedule must be 'per_identity' or 'batched', "
+                              f"got {self.multi_id_schedule!r}")
         if not isinstance(self.locality, LocalityConfig):
             raise ConfigError(f"TuningConfig.locality must be a LocalityConfig, got {type(self.locality).__name__}")
         _check_int(self, "report_every", 1)

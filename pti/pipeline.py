@@ -218,7 +218,7 @@ class PTIPipeline:
     def invert_many(self, images: Sequence[ImageInput], *, config: PTIConfig | None = None,
                     face_indices: Sequence[int | None] | None = None, callback: ProgressCallback | None = None,
                     seed: int = 0, pivot: str = "w", align: bool = True) -> InversionResult:
-        """Multi-ID PTI: one pivot per photo, then one generator tuned for all of them together."""
+        """Multi-ID PTI: one pivot per photo, then one generator tuned for all (`config.tuning.multi_id_schedule`)."""
         config = config or self.config
         if pivot not in PIVOT_METHODS:
             raise ValueError(f"unknown pivot method {pivot!r}; available: {list(PIVOT_METHODS)}")

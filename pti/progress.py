@@ -29,6 +29,7 @@ class Progress:
     losses: Mapping[str, float] = field(default_factory=dict)  # empty on steps that are not report steps
     preview: Image.Image | None = None  # current rendering(s), side by side; None on non-preview steps
     elapsed_s: float = 0.0  # seconds since this phase started
+    identity: int | None = None  # the one identity this tuning update used (multi-ID, per identity); None: all
 
 
 class _StopSignal:
@@ -79,8 +80,9 @@ class ProgressReporter:
         """Whether a callback is listening (if not, `step` does nothing and nothing is synced)."""
         return self.callback is not None
 
-    def step(self, step: int, losses: Mapping[str, torch.Tensor], images: torch.Tensor | None = None) -> None:
-        """Report step `step` (1-based); raise `Cancelled` if the callback returns something truthy."""
+    def step(self, step: int, losses: Mapping[str, torch.Tensor], images: torch.Tensor | None = None, *,
+             identity: int | None = None) -> None:
+        """Report step `step` (1-based), which used `identity` (None: all); raise `Cancelled` if the callback asks."""
         if self.callback is None:
             return
         last = step == self.total
@@ -93,6 +95,7 @@ class ProgressReporter:
             losses={name: float(value.detach()) for name, value in losses.items()} if report else {},
             preview=_side_by_side(images) if preview else None,
             elapsed_s=time.perf_counter() - self.start,
+            identity=identity,
         )
         if self.callback(progress):
             raise Cancelled(self.phase, step, self.total)

@@ -93,8 +93,8 @@ class TunedGenerator:
 
     generator: torch.nn.Module  # the tuned Generator (on the tuning device; `to("cpu")` to park it), frozen
     pivots: tuple[Pivot, ...]  # one per identity, in the order of the targets
-    steps_run: int = 0  # optimisation steps taken (fewer than configured if early stop triggered)
-    loss_history: dict[str, torch.Tensor] = field(default_factory=dict)  # per-step losses (CPU)
+    steps_run: int = 0  # optimiser updates taken (fewer than planned if early stop triggered)
+    loss_history: dict[str, torch.Tensor] = field(default_factory=dict)  # per-update losses of its identities (CPU)
 
     def to(self, device: torch.device | str) -> "TunedGenerator":
         """Move the tuned generator to `device` (in place); returns self."""
@@ -171,10 +171,12 @@ def pivotal_tune(G: torch.nn.Module, targets: torch.Tensor | Image.Image | Seque
                  lpips: PerceptualLoss | None = None) -> TunedGenerator:
     """Tune a copy of `G` so each pivot renders its target (one identity or several at once); `G` stays unchanged.
 
-    Loss per step: mean over identities of lpips_weight * LPIPS + l2_weight * L2, plus (locality on) lambda_R times
-    the mean over random codes w_r of LPIPS + lambda^R_L2 * L2 between the tuned and the frozen original generator.
-    The renders of pivots and w_r go through the generator in one batch. `lpips` defaults to a pretrained
-    LPIPS-AlexNet. `callback` gets a `Progress` each step; a truthy return raises `Cancelled`.
+    Loss per update: over its identities, the mean of lpips_weight * LPIPS + l2_weight * L2, plus (locality on)
+    lambda_R times the mean over random codes w_r around their pivots of LPIPS + lambda^R_L2 * L2 between the tuned
+    and the frozen original generator. Which identities an update uses follows `config.multi_id_schedule`: with
+    "per_identity" (several identities) update u uses identity u mod N alone; otherwise all of them. The renders of
+    pivots and w_r go through the generator in one batch. `lpips` defaults to a pretrained LPIPS-AlexNet.
+    `callback` gets a `Progress` each update; a truthy return raises `Cancelled`.
     """
     config = config or TuningConfig()
     device = canonical_device(device)
@@ -192,31 +194,38 @@ def pivotal_tune(G: torch.nn.Module, targets: torch.Tensor | Image.Image | Seque
     G_tuned.synthesis.requires_grad_(True)  # the mapping network is not on the tuning path
     optimizer = torch.optim.Adam(G_tuned.synthesis.parameters(), lr=config.learning_rate)
     pivot_ws = torch.cat([p.ws for p in pivots]).to(device)
-    count = pivot_ws.shape[0]
+    num_identities = pivot_ws.shape[0]
+    per_identity = config.multi_id_schedule == "per_identity" and num_identities > 1
+    num_updates = config.num_steps * num_identities if per_identity else config.num_steps
+    early_stop_lpips = None if per_identity else config.early_stop_lpips  # the multi-ID coach never stops early
     rng = torch.Generator(device=device).manual_seed(seed)
 
     with torch.no_grad():
         target_features = lpips.features(downsample_area(targets, lpips_resolution))
-    history = torch.zeros(config.num_steps, 4, device=device)  # lpips, l2, locality, loss; read once at the end
-    reporter = ProgressReporter(callback, "tuning", config.num_steps, report_every=config.report_every,
+    history = torch.zeros(num_updates, 4, device=device)  # lpips, l2, locality, loss; read once at the end
+    reporter = ProgressReporter(callback, "tuning", num_updates, report_every=config.report_every,
                                 preview_every=config.preview_every)
     steps_run = 0
-    for step in range(config.num_steps):
+    for step in range(num_updates):
+        identity = step % num_identities if per_identity else None
+        chosen = slice(None) if identity is None else slice(identity, identity + 1)
+        step_ws, step_targets = pivot_ws[chosen], targets[chosen]
+        count = step_ws.shape[0]
         regularize_now = regularize and step % locality.interval == 0
-        ws = pivot_ws
+        ws = step_ws
         if regularize_now:
             with torch.no_grad():
-                locality_ws = locality_codes(G_original, pivot_ws, config, rng)
+                locality_ws = locality_codes(G_original, step_ws, config, rng)
                 original_images = G_original.synthesis(locality_ws, noise_mode="const", force_fp32=config.force_fp32)
                 original_features = lpips.features(downsample_area(original_images, lpips_resolution))
-            ws = torch.cat([pivot_ws, locality_ws])
+            ws = torch.cat([step_ws, locality_ws])
         images = G_tuned.synthesis(ws, noise_mode="const", force_fp32=config.force_fp32)
         features = lpips.features(downsample_area(images, lpips_resolution))
-        lpips_values = lpips.distance_from_features([f[:count] for f in features], target_features)
-        l2_values = l2_per_image(images[:count], targets)
-        if config.early_stop_lpips is not None and step % config.early_stop_check_every == 0:
+        lpips_values = lpips.distance_from_features([f[:count] for f in features], [f[chosen] for f in target_features])
+        l2_values = l2_per_image(images[:count], step_targets)
+        if early_stop_lpips is not None and step % config.early_stop_check_every == 0:
             # The official check: on the current render, before this step's update.
-            if float(lpips_values.detach().max()) < config.early_stop_lpips:
+            if float(lpips_values.detach().max()) < early_stop_lpips:
                 break
         loss = (config.lpips_weight * lpips_values + config.l2_weight * l2_values).mean()
         locality_loss = torch.zeros((), device=device)
@@ -235,7 +244,7 @@ def pivotal_tune(G: torch.nn.Module, targets: torch.Tensor | Image.Image | Seque
             losses = {"lpips": lpips_values.mean(), "l2": l2_values.mean(), "loss": loss}
             if regularize_now:
                 losses["locality"] = locality_loss
-            reporter.step(steps_run, losses, images[:count])
+            reporter.step(steps_run, losses, images[:count], identity=identity)
 
     G_tuned.requires_grad_(False)
     history = history[:steps_run].cpu()

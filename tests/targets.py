@@ -1,4 +1,4 @@
-"""Reconstruction targets for the tiny generator that no latent of it reproduces exactly (tests only)."""
+"""Reconstruction targets for the tiny generator that no latent of it reproduces exactly (tests, bench/multi_id.py)."""
 from __future__ import annotations
 
 import copy

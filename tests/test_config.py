@@ -60,6 +60,7 @@ def test_configs_are_frozen():
     (lambda: ProjectionConfig(report_every=0), "report_every"),
     (lambda: TuningConfig(learning_rate=-3e-4), "learning_rate"),
     (lambda: TuningConfig(early_stop_lpips=0.0), "early_stop_lpips"),
+    (lambda: TuningConfig(multi_id_schedule="mean"), "multi_id_schedule"),
     (lambda: TuningConfig(lpips_weight=0.0, l2_weight=0.0), "nothing to minimise"),
     (lambda: TuningConfig(locality={"alpha": 30}), "locality"),
     (lambda: LocalityConfig(interval=0), "interval"),

@@ -42,6 +42,7 @@ def test_invert_one_image(pipeline, photos):
 def test_invert_many_tunes_one_generator_for_all(pipeline, photos):
     result = pipeline.invert_many(photos, align=False, seed=3)
     assert len(result.identities) == 2 and len(result.tuned.pivots) == 2
+    assert result.tuned.steps_run == 2 * CONFIG.tuning.num_steps  # the official schedule: one update per identity
     for identity in result.identities:
         assert identity.metrics_tuned.mse < identity.metrics_original.mse
     with pytest.raises(ValueError, match="holds 2 identities"):

@@ -1,6 +1,7 @@
 """Pivotal tuning on the tiny generator: reconstruction, locality (paper's Fig. 15), multi-ID, save/load, control."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -14,6 +15,7 @@ from pti.losses import build_lpips, l2_per_image
 from pti.networks import Generator
 from pti.progress import STOP, Cancelled
 from pti.projector import Pivot, TargetError
+import pti.tuning
 from pti.tuning import TunedGenerator, locality_codes, pivotal_tune
 from pti.weights import load_generator
 
@@ -184,3 +186,91 @@ def test_bad_inputs_raise_clear_errors(G, identities, alex):
         pivotal_tune(G, targets, pivots[:1], QUICK, lpips=alex)
     with pytest.raises(ValueError, match="4 W\\+ layers"):
         pivotal_tune(G, targets[:1], Pivot(w=torch.zeros(1, 4, G.w_dim), num_ws=4), QUICK, lpips=alex)
+
+
+@pytest.fixture(scope="module")
+def three(G):
+    """Three out-of-domain targets and their pivots (the original generator's W codes of the same z)."""
+    targets, z = out_of_domain_targets(G, 3)
+    with torch.no_grad():
+        w = G.mapping(z, None)[:, 0]
+    return targets, [Pivot(w=row, num_ws=G.num_ws) for row in w.split(1)]
+
+
+def adam_reference(G, alex, batches, learning_rate):
+    """Independent reference: torch's Adam on a copy's synthesis weights, one update per (targets, ws) batch on
+    the paper's loss without the regulariser, mean over the batch of LPIPS + L2."""
+    tuned = copy.deepcopy(G).requires_grad_(False)
+    tuned.synthesis.requires_grad_(True)
+    optimizer = torch.optim.Adam(tuned.synthesis.parameters(), lr=learning_rate)
+    for targets, ws in batches:
+        images = tuned.synthesis(ws, noise_mode="const", force_fp32=True)
+        loss = (alex(images, targets) + (images - targets).square().mean(dim=(1, 2, 3))).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return tuned.state_dict()
+
+
+def assert_same_weights(tuned, expected, learning_rate):
+    """Equal to within 1 % of one Adam step (each moves a weight by about the learning rate; float rounding of
+    batched against single renders moves weights by ~0.1 % of it, where Adam divides tiny gradients by their size)."""
+    state = tuned.generator.state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=learning_rate / 100,
+                                   msg=lambda message, name=name: f"{name}: {message}")
+
+
+def test_multi_id_default_is_the_official_schedule(G, three, alex):
+    """The official multi-ID coach: num_steps epochs over the identities, one Adam step per identity, in order."""
+    targets, pivots = three
+    config = dataclasses.replace(QUICK, num_steps=2, locality=LocalityConfig(enabled=False))
+    assert config.multi_id_schedule == "per_identity"
+    reports = []
+    tuned = pivotal_tune(G, targets, pivots, config, lpips=alex, callback=reports.append)
+    assert [(r.step, r.total, r.identity) for r in reports] == [(1, 6, 0), (2, 6, 1), (3, 6, 2), (4, 6, 0),
+                                                                (5, 6, 1), (6, 6, 2)]
+    assert tuned.steps_run == 6 and tuned.loss_history["loss"].shape == (6,)
+    batches = [(targets[i:i + 1], pivots[i].ws) for i in (0, 1, 2, 0, 1, 2)]
+    assert_same_weights(tuned, adam_reference(G, alex, batches, config.learning_rate), config.learning_rate)
+
+
+def test_batched_schedule_is_one_step_on_the_mean_loss(G, three, alex):
+    targets, pivots = three
+    config = dataclasses.replace(QUICK, num_steps=3, multi_id_schedule="batched", locality=LocalityConfig(
+        enabled=False))
+    reports = []
+    tuned = pivotal_tune(G, targets, pivots, config, lpips=alex, callback=reports.append)
+    assert [(r.step, r.total, r.identity) for r in reports] == [(1, 3, None), (2, 3, None), (3, 3, None)]
+    assert tuned.steps_run == 3
+    ws = torch.cat([p.ws for p in pivots])
+    assert_same_weights(tuned, adam_reference(G, alex, [(targets, ws)] * 3, config.learning_rate),
+                        config.learning_rate)
+
+
+def test_per_identity_schedule_never_stops_early(G, three, alex):
+    targets, pivots = three
+    config = dataclasses.replace(QUICK, num_steps=2, early_stop_lpips=10.0, early_stop_check_every=1)
+    assert pivotal_tune(G, targets, pivots, config, lpips=alex).steps_run == 6
+    batched = pivotal_tune(G, targets, pivots, dataclasses.replace(config, multi_id_schedule="batched"), lpips=alex)
+    assert batched.steps_run == 0  # the batched option keeps the early stop
+
+
+def test_per_identity_regulariser_every_interval_updates_around_that_identity(G, three, alex, monkeypatch):
+    """As the official coach: the first update regularised, then every `interval` updates counted across
+    identities (interval 2 over 3 identities: updates 1, 3, 5 -> identities 0, 2, 1), codes around that pivot."""
+    targets, pivots = three
+    centres = []
+
+    def recording_codes(G_original, pivot_ws, config, generator):
+        centres.append(pivot_ws.clone())
+        return locality_codes(G_original, pivot_ws, config, generator)
+
+    monkeypatch.setattr(pti.tuning, "locality_codes", recording_codes)
+    config = dataclasses.replace(QUICK, num_steps=2, locality=LocalityConfig(interval=2))
+    reports = []
+    pivotal_tune(G, targets, pivots, config, lpips=alex, callback=reports.append)
+    assert [(r.step, r.identity) for r in reports if "locality" in r.losses] == [(1, 0), (3, 2), (5, 1)]
+    assert len(centres) == 3
+    for centre, identity in zip(centres, (0, 2, 1)):
+        assert torch.equal(centre, pivots[identity].ws)
