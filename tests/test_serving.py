@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gc
 import importlib.machinery
-import pickle
+import multiprocessing
 import sys
 import threading
 import types
@@ -125,6 +125,13 @@ def test_gpu_task_is_spaces_gpu_on_zerogpu(monkeypatch):
     assert calls == [duration]
 
 
+def across_a_queue(value):
+    """`value` after a trip through a fork-context SimpleQueue, the way `spaces` sends a GPU function's results."""
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+    queue.put(value)
+    return queue.get()
+
+
 class _Unpicklable(Exception):
     """An error whose constructor takes two arguments: it pickles, but does not unpickle."""
 
@@ -137,7 +144,7 @@ def test_errors_come_out_of_gpu_calls_as_themselves():
         raise KeyError("missing")
     except KeyError as error:
         failure = gpu_calls.as_failure(error)
-    carried = pickle.loads(pickle.dumps(failure))  # as across ZeroGPU's queue
+    carried = across_a_queue(failure)
     with pytest.raises(KeyError, match="missing") as raised:
         gpu_calls.checked(carried)
     assert "raised in a GPU function" in raised.value.__notes__[0] and "KeyError" in raised.value.__notes__[0]
@@ -146,7 +153,7 @@ def test_errors_come_out_of_gpu_calls_as_themselves():
 
 def test_errors_that_do_not_pickle_come_out_as_gpu_call_errors():
     failure = gpu_calls.as_failure(_Unpicklable(1, 2))
-    carried = pickle.loads(pickle.dumps(failure))
+    carried = across_a_queue(failure)
     with pytest.raises(gpu_calls.GpuCallError, match=r"_Unpicklable: 1 and 2"):
         gpu_calls.checked(carried)
 

@@ -8,6 +8,7 @@ comes back as a `Failure` value and is raised again by the caller (ZeroGPU would
 from __future__ import annotations
 
 import contextlib
+import copy
 import pickle
 import queue
 import threading
@@ -74,11 +75,13 @@ def registered(key: str) -> "FaceEditor":
 
 
 def as_failure(error: BaseException) -> Failure:
-    """`error` as a value that pickles: itself when it does, else a `GpuCallError` with its type and message."""
+    """`error` as a value that crosses a process: itself when it pickles and can be rebuilt from its reduction (as
+    unpickling would), else a `GpuCallError` with its type and message."""
     text = "".join(traceback.format_exception(error))
     try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:  # noqa: BLE001 - whatever fails to pickle is carried as text
+        pickle.dumps(error)
+        copy.copy(error)  # rebuilt from `__reduce__` as unpickling does: fails for constructors that need more
+    except Exception:  # noqa: BLE001 - whatever cannot cross is carried as text
         error = GpuCallError(f"{type(error).__name__}: {error}")
     return Failure(error, text)
 
