@@ -6,7 +6,6 @@ and `pti.serving.gradio_cache` (with its version range) can go (docs/upstream/gr
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
