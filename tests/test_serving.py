@@ -5,7 +5,6 @@ import gc
 import importlib.machinery
 import multiprocessing
 import sys
-import threading
 import types
 
 import pytest
@@ -64,17 +63,6 @@ def test_a_measured_render_scales_the_render_times():
     assert durations.render(4).seconds == pytest.approx(0.8 + 4 * 0.1)
     with pytest.raises(ValueError):
         durations.record_render(1.0, 0)
-
-
-def test_durations_take_concurrent_records():
-    durations = GpuDurations(PRIOR)
-    timings = InversionTimings(setup=1.0, pivot=1.0, projection_steps=10, tuning=1.0, tuning_steps=10, locality=False)
-    threads = [threading.Thread(target=durations.record_inversion, args=(timings,)) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert durations.step_seconds.projection_step == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("True", True), ("", False),
