@@ -10,17 +10,13 @@ import dlib
 import numpy as np
 from PIL import Image
 
-from .detection import FaceBox
+from .detection import DetectionImage, FaceBox, detection_image
 from .errors import LandmarkModelError
 
 # Key of the model in `pti.weights` (Hub repo public-data/dlib_face_landmark_model).
 LANDMARK_MODEL_KEY = "dlib-landmarks-68"
 # sha256 of shape_predictor_68_face_landmarks.dat (99,693,937 bytes); any other file is refused.
 LANDMARK_MODEL_SHA256 = "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f"
-# Faces with a larger detection box (in pixels) are downscaled to this size before the predictor runs (it was
-# trained on 300-W faces of a few hundred pixels and works relative to the box), so that a face filling a huge
-# photo costs no more than a 2-megapixel crop.
-LANDMARK_MAX_BOX_SIZE = 1024
 
 
 def landmark_predictor(predictor_path: Union[str, os.PathLike, None] = None) -> dlib.shape_predictor:
@@ -34,30 +30,16 @@ def landmark_predictor(predictor_path: Union[str, os.PathLike, None] = None) -> 
 
 
 def predict_landmarks(image: Image.Image, box: FaceBox, predictor: dlib.shape_predictor) -> np.ndarray:
-    """The 68 landmarks (x, y) of the face in `box` of an RGB image, in its pixel coordinates, as a (68, 2) array."""
-    # The predictor only reads pixels near the box, so it runs on a crop with a margin of half the box on each side
-    # (the tests check that the landmarks are the same as on the whole photo); a very large face is first
-    # downscaled to LANDMARK_MAX_BOX_SIZE.
-    rectangle = box.to_dlib_rectangle()
-    margin_x, margin_y = rectangle.width() // 2, rectangle.height() // 2
-    left = min(max(rectangle.left() - margin_x, 0), image.width - 1)
-    top = min(max(rectangle.top() - margin_y, 0), image.height - 1)
-    right = max(min(rectangle.right() + 1 + margin_x, image.width), left + 1)
-    bottom = max(min(rectangle.bottom() + 1 + margin_y, image.height), top + 1)
-    region = (left, top, right, bottom)
-    scale = min(1.0, LANDMARK_MAX_BOX_SIZE / max(rectangle.width(), rectangle.height()))
-    size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
-    if size == (right - left, bottom - top):
-        crop = image.crop(region)
-    else:
-        crop = image.resize(size, Image.Resampling.BILINEAR, box=region, reducing_gap=1.0)
-    factor = np.array([(right - left) / size[0], (bottom - top) / size[1]])
-    box_corners = np.array([[rectangle.left(), rectangle.top()], [rectangle.right(), rectangle.bottom()]])
-    corners = (box_corners - [left, top] + 0.5) / factor - 0.5
-    (box_left, box_top), (box_right, box_bottom) = np.rint(corners).astype(int).tolist()
-    shape = predictor(np.asarray(crop), dlib.rectangle(box_left, box_top, box_right, box_bottom))
+    """The 68 landmarks (x, y) of the face in `box` (from `detect_faces(image)`) of an RGB photo, in its pixels."""
+    return landmarks_in(detection_image(image), box, predictor)
+
+
+def landmarks_in(detection: DetectionImage, box: FaceBox, predictor: dlib.shape_predictor) -> np.ndarray:
+    """The 68 landmarks as the recipe predicts them: in dlib's own box, on the image dlib detected in, mapped to
+    original image pixels (pixel centres kept) as a (68, 2) array."""
+    shape = predictor(detection.pixels, box.to_dlib_rectangle())
     points = np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float64)
-    return (points + 0.5) * factor - 0.5 + [left, top]
+    return (points + 0.5) * detection.scale - 0.5
 
 
 def _resolve_predictor_path(predictor_path: Union[str, os.PathLike, None]) -> Path:

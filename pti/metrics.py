@@ -133,14 +133,14 @@ class IdentityModel:
 
     def descriptor(self, image: Image.Image) -> np.ndarray | None:
         """The descriptor of the most confident face in `image`, or None if no face is detected."""
-        from alignment import detect_faces
+        from alignment.detection import detection_image, faces_in
 
-        faces = detect_faces(image)
+        detection = detection_image(image.convert("RGB"))  # the photo, or its copy dlib runs on when it is large
+        faces = faces_in(detection)
         if not faces:
             return None
-        pixels = np.asarray(image.convert("RGB"))
-        shape = self._predictor(pixels, faces[0].to_dlib_rectangle())
-        return np.array(self._recognizer.compute_face_descriptor(pixels, shape))
+        shape = self._predictor(detection.pixels, faces[0].to_dlib_rectangle())
+        return np.array(self._recognizer.compute_face_descriptor(detection.pixels, shape))
 
     def descriptors(self, image_a: Image.Image, image_b: Image.Image) -> tuple[np.ndarray, np.ndarray] | None:
         """The descriptors of the faces of two images; None if either has no detectable face."""
