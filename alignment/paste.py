@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops, ImageDraw
 
 from .align import AlignedFace
 from .errors import AlignmentError
@@ -24,26 +25,47 @@ MASK_RESOLUTION = 512
 
 def paste_back(original: ImageSource, aligned_face: AlignedFace, edited: ImageSource) -> Image.Image:
     """The original photo with the edited aligned face (any square size) warped back in under a feathered mask."""
+    return paste_back_faces(original, [aligned_face], [edited])
+
+
+def paste_back_faces(original: ImageSource, aligned_faces: Sequence[AlignedFace],
+                     edited: Sequence[ImageSource]) -> Image.Image:
+    """The original photo with every edited aligned face warped back in, each under its feathered mask.
+
+    Where faces overlap, no face's mask paints over another face: each mask is cut out where another face's
+    landmarks hull lies, and larger faces (nearer the camera) are pasted last, on top. Pixels outside every mask
+    are the original's."""
     original = load_image(original)
-    if original.size != aligned_face.original_size:
-        raise AlignmentError(
-            f"the original image is {original.size[0]}x{original.size[1]} but the face was aligned from a "
-            f"{aligned_face.original_size[0]}x{aligned_face.original_size[1]} image"
-        )
-    edited = load_image(edited)
-    if edited.size[0] != edited.size[1]:
-        raise AlignmentError(f"the edited face must be square, got {edited.size[0]}x{edited.size[1]}")
+    if len(aligned_faces) != len(edited):
+        raise AlignmentError(f"{len(aligned_faces)} aligned faces but {len(edited)} edited images")
+    for face in aligned_faces:
+        if original.size != face.original_size:
+            raise AlignmentError(
+                f"the original image is {original.size[0]}x{original.size[1]} but the face was aligned from a "
+                f"{face.original_size[0]}x{face.original_size[1]} image"
+            )
+    edited = [load_image(image) for image in edited]
+    for image in edited:
+        if image.size[0] != image.size[1]:
+            raise AlignmentError(f"the edited face must be square, got {image.size[0]}x{image.size[1]}")
     result = original.copy()
-    region = _quad_region(aligned_face.quad, original.size)
-    if region is None:
-        return result
-    # Shrinking is anti-aliased first (Lanczos, to the quad's size in the photo); enlarging is left to the warp.
-    side = max(1, round(quad_size(aligned_face.quad)))
-    if side < edited.size[0]:
-        edited = edited.resize((side, side), Image.Resampling.LANCZOS)
-    warped = _warp_into_photo(edited, aligned_face.quad, region, Image.Resampling.BICUBIC)
-    mask = _warp_into_photo(_aligned_mask(), aligned_face.quad, region, Image.Resampling.BILINEAR)
-    result.paste(warped, region[:2], mask)
+    hulls = [_hull(face.landmarks) for face in aligned_faces]
+    order = sorted(range(len(aligned_faces)), key=lambda i: quad_size(aligned_faces[i].quad))
+    for i in order:
+        face, image = aligned_faces[i], edited[i]
+        region = _quad_region(face.quad, original.size)
+        if region is None:
+            continue
+        # Shrinking is anti-aliased first (Lanczos, to the quad's size in the photo); enlarging is left to the warp.
+        side = max(1, round(quad_size(face.quad)))
+        if side < image.size[0]:
+            image = image.resize((side, side), Image.Resampling.LANCZOS)
+        warped = _warp_into_photo(image, face.quad, region, Image.Resampling.BICUBIC)
+        mask = _warp_into_photo(_aligned_mask(), face.quad, region, Image.Resampling.BILINEAR)
+        others = [hull for j, hull in enumerate(hulls) if j != i]
+        if others:
+            mask = ImageChops.subtract(mask, _hull_mask(others, region))
+        result.paste(warped, region[:2], mask)
     return result
 
 
@@ -67,6 +89,34 @@ def _aligned_mask() -> Image.Image:
     v = (centres[:, None] - MASK_CENTRE[1]) / MASK_RADII[1]
     fade = np.clip((1.0 - np.sqrt(u * u + v * v)) / (1.0 - MASK_OPAQUE_RADIUS), 0.0, 1.0)
     return Image.fromarray(np.rint(fade * fade * (3.0 - 2.0 * fade) * 255.0).astype(np.uint8))
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull of (N, 2) points, counter-clockwise (Andrew's monotone chain)."""
+    points = sorted(map(tuple, np.asarray(points, dtype=np.float64)))
+
+    def turns_left(a, b, c) -> bool:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]) > 0
+
+    def half(ordered):
+        chain = []
+        for point in ordered:
+            while len(chain) >= 2 and not turns_left(chain[-2], chain[-1], point):
+                chain.pop()
+            chain.append(point)
+        return chain[:-1]
+
+    return np.array(half(points) + half(points[::-1]))
+
+
+def _hull_mask(hulls: Sequence[np.ndarray], region: tuple[int, int, int, int]) -> Image.Image:
+    """An 8-bit mask of `region` of the photo: 255 inside any of the hulls (pixel centres at integers), else 0."""
+    left, top, right, bottom = region
+    mask = Image.new("L", (right - left, bottom - top), 0)
+    draw = ImageDraw.Draw(mask)
+    for hull in hulls:
+        draw.polygon([(x - left, y - top) for x, y in hull], fill=255)
+    return mask
 
 
 def _warp_into_photo(image: Image.Image, quad: np.ndarray, region: tuple[int, int, int, int], resample) -> Image.Image:
