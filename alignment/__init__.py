@@ -6,7 +6,7 @@ from .ffhq_crop import aligned_to_original, ffhq_quad, original_to_aligned, rend
 from .group import DEFAULT_MAX_FACES, MIN_GROUP_FACE_SIZE, GroupAlignment, SkippedFace, align_faces, draw_faces
 from .image_io import DEFAULT_MAX_PIXELS, load_image
 from .landmarks import landmark_predictor, predict_landmarks
-from .paste import face_mask, paste_back, paste_back_faces
+from .paste import FacePlacement, face_mask, paste_back, paste_back_faces
 
 __all__ = [
     "DEFAULT_MAX_FACES",
@@ -16,6 +16,7 @@ __all__ = [
     "AlignmentError",
     "FaceBox",
     "FaceIndexError",
+    "FacePlacement",
     "GroupAlignment",
     "ImageInputError",
     "LandmarkModelError",

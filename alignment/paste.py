@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
@@ -28,7 +29,24 @@ def paste_back(original: ImageSource, aligned_face: AlignedFace, edited: ImageSo
     return paste_back_faces(original, [aligned_face], [edited])
 
 
-def paste_back_faces(original: ImageSource, aligned_faces: Sequence[AlignedFace],
+class PlacedFace(Protocol):
+    """Where a face sits in its photo: what paste-back needs (an AlignedFace is one; so is a FacePlacement)."""
+
+    quad: np.ndarray  # (4, 2) corners of the aligned crop in the photo
+    landmarks: np.ndarray  # (68, 2) in the photo
+    original_size: tuple[int, int]  # (width, height) of the photo
+
+
+@dataclass(frozen=True, eq=False)
+class FacePlacement:
+    """A face's place in its photo without the aligned image (e.g. read back from a file)."""
+
+    quad: np.ndarray
+    landmarks: np.ndarray
+    original_size: tuple[int, int]
+
+
+def paste_back_faces(original: ImageSource, aligned_faces: Sequence[PlacedFace],
                      edited: Sequence[ImageSource]) -> Image.Image:
     """The original photo with every edited aligned face warped back in, each under its feathered mask.
 

@@ -11,7 +11,8 @@ from typing import Sequence, Union
 import torch
 from PIL import Image
 
-from alignment import AlignedFace, align_face, load_image
+from alignment import (DEFAULT_MAX_FACES, MIN_GROUP_FACE_SIZE, AlignedFace, GroupAlignment, align_face, align_faces,
+                       load_image)
 from pti.config import PTIConfig, ProjectionConfig, TuningConfig, preset
 from pti.e4e import E4E, load_e4e
 from pti.images import pil_to_tensor, tensor_to_pil
@@ -74,6 +75,15 @@ class InversionResult:
     def pivot_tuned(self) -> Image.Image:
         """The tuned generator's rendering of the pivot (single-identity result)."""
         return self._single().pivot_tuned
+
+
+@dataclass(frozen=True, eq=False)
+class GroupInversion:
+    """Every usable face of one photo inverted together: one tuned generator, one pivot per face, left to right
+    (`result.identities[k]` is face k + 1 of the numbered preview `alignment.draw_faces(photo, group)`)."""
+
+    group: GroupAlignment  # the aligned faces and the skipped ones with their reasons
+    result: InversionResult
 
 
 @dataclass(frozen=True)
@@ -255,6 +265,16 @@ class PTIPipeline:
         )
         return InversionResult(identities=identities, tuned=tuned, projection_s=projection_s, tuning_s=tuning_s,
                                pivot_method=pivot)
+
+    def invert_group(self, photo: str | os.PathLike | Image.Image, *, config: PTIConfig | None = None,
+                     callback: ProgressCallback | None = None, seed: int = 0, pivot: str = "w",
+                     max_faces: int = DEFAULT_MAX_FACES, min_face_size: int = MIN_GROUP_FACE_SIZE) -> GroupInversion:
+        """Multi-ID PTI on every usable face of one photo (`alignment.align_faces`): a pivot per face, then one
+        generator tuned for all of them."""
+        group = align_faces(photo, predictor_path=self.predictor_path, max_faces=max_faces,
+                            min_face_size=min_face_size)
+        result = self.invert_many(list(group.faces), config=config, callback=callback, seed=seed, pivot=pivot)
+        return GroupInversion(group=group, result=result)
 
     def measure_step_times(self, *, steps: int = 3) -> StepTimes:
         """Time short projection and tuning runs (without and with the regulariser) on a rendered target."""

@@ -7,6 +7,7 @@ Example: `python -m pti edit --pivot pivot.npy --weights tuned.safetensors --edi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -14,15 +15,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from alignment import AlignmentError, FacePlacement, load_image, paste_back_faces
 from editing_directions.chain import EditChain
 from editing_directions.edit import KINDS, Edit
 from editing_directions.errors import EditingError
 from editing_directions.library import EditLibrary, demo_library
+from pti.commands.invert import FACES_FORMAT
 from pti.generator_io import GeneratorFileError
 from pti.weights import WeightsError, load_generator
 
 STRIP_FILENAME = "strip.png"
 CHAIN_FILENAME = "chain.json"
+PASTED_FILENAME = "pasted.png"
 
 
 class EditCommandError(ValueError):
@@ -55,7 +59,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "edit", help="apply a chain of latent edits to a pivot and render every step",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pivot", type=Path, required=True,
-                        help="pivot .npy: a W code (1, w_dim), used on every layer, or a W+ code (1, num_ws, w_dim)")
+                        help="pivot .npy: a W code (1, w_dim), used on every layer, or a W+ code (1, num_ws, w_dim); "
+                             "or the pivots.npz of `invert --all-faces` (one pivot per face)")
+    parser.add_argument("--face", type=positive_int, metavar="K",
+                        help="with a pivots.npz: edit face K only (numbered left to right from 1, as in faces.png); "
+                             "default: every face, each into face_K/")
+    parser.add_argument("--paste-back", type=Path, metavar="FACES_JSON",
+                        help="also write pasted.png: the photo with each edited face (the last step) pasted back; "
+                             "FACES_JSON is the faces.json written by `invert`")
+    parser.add_argument("--paste-into", type=Path, metavar="IMAGE",
+                        help="with --paste-back: paste into this image (the same size as the photo, e.g. an earlier "
+                             "pasted.png, to stack a chain per face) instead of the photo named in FACES_JSON")
     parser.add_argument("--weights", required=True,
                         help="generator: our .safetensors (e.g. tuned.safetensors), a StyleGAN2-ADA .pkl, or a name "
                              "known to pti.weights.load_generator ('tiny', 'ffhq-1024', ...)")
@@ -87,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `edit`; returns 0, or 2 with a one-line message on stderr for bad input or missing files."""
     try:
         written = edit_pivot(args)
-    except (EditingError, EditCommandError, GeneratorFileError, WeightsError, OSError) as error:
+    except (EditingError, EditCommandError, GeneratorFileError, WeightsError, AlignmentError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for path in written:
@@ -96,29 +110,93 @@ def run(args: argparse.Namespace) -> int:
 
 
 def edit_pivot(args: argparse.Namespace) -> list[Path]:
-    """Load the generator, pivot and edits, render every step, write the images and the chain; returns the paths."""
+    """Load the generator, pivot(s) and edits, render every step of each face, write the images, the chain and
+    (--paste-back) the photo with the edited faces; returns the paths."""
     edits = [Edit.parse(text) for text in args.edits]
     if args.device.type == "cuda" and not torch.cuda.is_available():
         raise EditCommandError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.paste_into is not None and args.paste_back is None:
+        raise EditCommandError("--paste-into is where --paste-back pastes: give --paste-back FACES_JSON too")
     G = load_generator(args.weights, device=args.device, cache_dir=args.cache_dir)
-    pivot = load_pivot(args.pivot, num_ws=G.num_ws, w_dim=G.w_dim)
+    pivots = load_pivots(args.pivot, num_ws=G.num_ws, w_dim=G.w_dim)
+    numbers = _face_numbers(args.face, len(pivots), args.pivot)
+    placements = load_placements(args.paste_back, len(pivots)) if args.paste_back is not None else None
     library = _library(args, G)
     chain = EditChain.from_json(args.chain.read_text(), library) if args.chain else EditChain(library)
     for edit in edits:
         chain.append(edit)
 
-    images = chain.render(G, pivot, noise_mode=args.noise_mode, batch_size=args.batch_size)
-    args.out.mkdir(parents=True, exist_ok=True)
     names = ["start"] + [edit.slug for edit in chain.edits]
-    written = []
-    for index, (name, image) in enumerate(zip(names, images)):
-        written.append(args.out / f"step_{index:02d}_{name}.png")
-        image.save(written[-1])
-    written.append(args.out / STRIP_FILENAME)
-    strip(images).save(written[-1])
+    written, finals = [], []
+    for number in numbers:
+        images = chain.render(G, pivots[number - 1], noise_mode=args.noise_mode, batch_size=args.batch_size)
+        folder = args.out if len(pivots) == 1 else args.out / f"face_{number}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, (name, image) in enumerate(zip(names, images)):
+            written.append(folder / f"step_{index:02d}_{name}.png")
+            image.save(written[-1])
+        written.append(folder / STRIP_FILENAME)
+        strip(images).save(written[-1])
+        finals.append(images[-1])
     written.append(args.out / CHAIN_FILENAME)
     written[-1].write_text(chain.to_json() + "\n")
+    if placements is not None:
+        photo_path, faces = placements
+        photo = load_image(args.paste_into or photo_path)
+        written.append(args.out / PASTED_FILENAME)
+        paste_back_faces(photo, [faces[number - 1] for number in numbers], finals).save(written[-1])
     return written
+
+
+def load_pivots(path: Path, *, num_ws: int, w_dim: int) -> list[torch.Tensor]:
+    """The pivots of a .npy (one) or of the pivots.npz of `invert --all-faces` (one per face, in face order)."""
+    if path.suffix != ".npz":
+        return [load_pivot(path, num_ws=num_ws, w_dim=w_dim)]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = [f"pivot_{i}" for i in range(len(archive.files))]
+            if not names or sorted(names) != sorted(archive.files):
+                raise PivotFileError(f"{path}: expected arrays pivot_0, pivot_1, ... (the pivots.npz of `invert "
+                                     f"--all-faces`), found {archive.files}")
+            arrays = [archive[name] for name in names]
+    except FileNotFoundError:
+        raise PivotFileError(f"pivot file not found: {path}") from None
+    except (ValueError, OSError) as error:
+        raise PivotFileError(f"{path}: not a .npz of arrays without pickled objects ({error})") from None
+    return [_checked_pivot(array, f"{path} ({name})", num_ws=num_ws, w_dim=w_dim)
+            for name, array in zip(names, arrays)]
+
+
+def load_placements(path: Path, num_faces: int) -> tuple[Path, list[FacePlacement]]:
+    """The photo and the place of each face written by `invert` in faces.json, checked against the pivots."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FACES_FORMAT:
+            raise ValueError(f"not a {FACES_FORMAT} file")
+        size = tuple(int(v) for v in data["size"])
+        faces = [FacePlacement(quad=np.array(face["quad"], dtype=np.float64),
+                               landmarks=np.array(face["landmarks"], dtype=np.float64), original_size=size)
+                 for face in data["faces"]]
+        if any(face.quad.shape != (4, 2) or face.landmarks.shape != (68, 2) for face in faces):
+            raise ValueError("a face without a (4, 2) quad and (68, 2) landmarks")
+        photo = Path(data["photo"])
+    except FileNotFoundError:
+        raise EditCommandError(f"--paste-back: {path} not found (the faces.json written by `invert`)") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise EditCommandError(f"--paste-back: {path} is not the faces.json written by `invert` ({error})") from None
+    if len(faces) != num_faces:
+        raise EditCommandError(f"--paste-back: {path} places {len(faces)} face(s) but the pivot file holds "
+                               f"{num_faces}: use the faces.json of the same `invert` run")
+    return photo, faces
+
+
+def _face_numbers(face: int | None, num_faces: int, path: Path) -> list[int]:
+    """The faces to edit (numbered from 1): `face` alone, or every face."""
+    if face is None:
+        return list(range(1, num_faces + 1))
+    if face > num_faces:
+        raise EditCommandError(f"--face {face}: {path} holds {num_faces} face(s), so K must be 1..{num_faces}")
+    return [face]
 
 
 def load_pivot(path: Path, *, num_ws: int, w_dim: int) -> torch.Tensor:
@@ -129,13 +207,18 @@ def load_pivot(path: Path, *, num_ws: int, w_dim: int) -> torch.Tensor:
         raise PivotFileError(f"pivot file not found: {path}") from None
     except (ValueError, OSError) as error:
         raise PivotFileError(f"{path}: not a .npy array without pickled objects ({error})") from None
+    return _checked_pivot(array, str(path), num_ws=num_ws, w_dim=w_dim)
+
+
+def _checked_pivot(array: np.ndarray, name: str, *, num_ws: int, w_dim: int) -> torch.Tensor:
+    """A pivot array as a float32 tensor, after checking its type, shape and values against the generator."""
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
-        raise PivotFileError(f"{path}: expected a floating-point array, found {getattr(array, 'dtype', type(array))}")
+        raise PivotFileError(f"{name}: expected a floating-point array, found {getattr(array, 'dtype', type(array))}")
     if array.shape not in ((1, w_dim), (1, num_ws, w_dim)):
-        raise PivotFileError(f"{path}: expected shape (1, {w_dim}) or (1, {num_ws}, {w_dim}) for this generator, "
+        raise PivotFileError(f"{name}: expected shape (1, {w_dim}) or (1, {num_ws}, {w_dim}) for this generator, "
                              f"found {array.shape}")
     if not np.isfinite(array).all():
-        raise PivotFileError(f"{path}: the pivot contains NaN or infinite values")
+        raise PivotFileError(f"{name}: the pivot contains NaN or infinite values")
     return torch.from_numpy(array.astype(np.float32))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from alignment import DEFAULT_MAX_FACES, draw_faces, load_image, paste_back_faces
 from pti.config import PRESET_NAMES, ConfigError, PTIConfig, preset
 from pti.metrics import METRIC_NOTES, MSE_SCALE
 from pti.progress import Cancelled, Progress
@@ -18,6 +19,12 @@ PIVOT_METHODS = ("w", "e4e")
 # Report key and title of the pivot rendered by the original generator, per pivot method.
 PIVOT_REPORT_KEYS = {"w": "w_projection", "e4e": "e4e"}
 PIVOT_TITLES = {"w": "W projection", "e4e": "e4e"}
+# With --all-faces: the photo with each face's box and number; with --paste-back: the reconstructions pasted back.
+FACES_PREVIEW_FILENAME = "faces.png"
+PASTED_FILENAME = "pasted.png"
+# Where each face sits in the photo (quad, landmarks), read by `edit --paste-back`.
+FACES_FILENAME = "faces.json"
+FACES_FORMAT = "pti-faces"
 
 
 def add_pti_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,23 +105,27 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def run_invert(args: argparse.Namespace) -> int:
-    """Run PTI on `args.photo` and write the results into `args.out`."""
+    """Run PTI on `args.photo` (one face, or every face with --all-faces) and write the results into `args.out`."""
+    group = None
     try:
+        if args.all_faces and args.face_index is not None:
+            raise ConfigError("--face-index picks one face and --all-faces inverts every face: give one of them")
         config = config_from_args(args, locality=not args.no_locality)
         pipeline = build_pipeline(args, config)
         warn_if_slow(pipeline, args)
-        result = pipeline.invert(args.photo, face_index=args.face_index, callback=print_progress, seed=args.seed,
-                                 pivot=args.pivot)
+        if args.all_faces:
+            inversion = pipeline.invert_group(args.photo, callback=print_progress, seed=args.seed, pivot=args.pivot,
+                                              max_faces=args.max_faces)
+            group, result = inversion.group, inversion.result
+        else:
+            result = pipeline.invert(args.photo, face_index=args.face_index, callback=print_progress,
+                                     seed=args.seed, pivot=args.pivot)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    identity = result.identities[0]
-    identity.aligned.image.save(out / "aligned.png")
     saved = result.tuned.save(out)
-    identity.pivot_original.save(out / "pivot_original.png")
-    identity.pivot_tuned.save(out / "pivot_tuned.png")
     report = {
         "photo": str(args.photo),
         "model": str(args.model),
@@ -122,29 +133,86 @@ def run_invert(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "preset": args.preset,
         "config": dataclasses.asdict(config),
-        "pivot": {"method": result.pivot_method, "steps": identity.pivot.steps_run, "seconds": result.projection_s},
         "tuning": {"steps": result.tuned.steps_run, "seconds": result.tuning_s},
-        PIVOT_REPORT_KEYS[result.pivot_method]: dataclasses.asdict(identity.metrics_original),
-        "pti": dataclasses.asdict(identity.metrics_tuned),
         "metrics": METRIC_NOTES,
         "files": {"weights": saved.weights.name, "pivot": saved.pivots.name},
     }
+    if group is None:
+        report.update(write_identity(result, result.identities[0], out))
+    else:
+        report["pivots_seconds"] = result.projection_s
+        report["faces"] = [{"number": number, "folder": f"face_{number}", "box": _box(identity.aligned.box),
+                            "quad": identity.aligned.quad.tolist(),
+                            **write_identity(result, identity, out / f"face_{number}")}
+                           for number, identity in enumerate(result.identities, start=1)]
+        report["skipped"] = [{"box": _box(skipped.box), "score": skipped.box.score, "reason": skipped.reason}
+                             for skipped in group.skipped]
+        photo = load_image(args.photo)
+        draw_faces(photo, group).save(out / FACES_PREVIEW_FILENAME)
+    write_placements(out / FACES_FILENAME, args.photo, [identity.aligned for identity in result.identities])
+    if args.paste_back:
+        photo = load_image(args.photo)
+        paste_back_faces(photo, [identity.aligned for identity in result.identities],
+                         [identity.pivot_tuned for identity in result.identities]).save(out / PASTED_FILENAME)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    print(f"{PIVOT_TITLES[result.pivot_method]} ({result.projection_s:.1f} s): MSE {identity.metrics_original.mse:.4f} "
-          f"LPIPS {identity.metrics_original.lpips:.4f}; PTI: MSE {identity.metrics_tuned.mse:.4f} "
-          f"LPIPS {identity.metrics_tuned.lpips:.4f} (MSE: {MSE_SCALE}; LPIPS: AlexNet); written to {out}")
+    for number, identity in enumerate(result.identities, start=1):
+        face = f"face {number}: " if group is not None else ""
+        print(f"{face}{PIVOT_TITLES[result.pivot_method]} ({result.projection_s:.1f} s): "
+              f"MSE {identity.metrics_original.mse:.4f} LPIPS {identity.metrics_original.lpips:.4f}; "
+              f"PTI: MSE {identity.metrics_tuned.mse:.4f} LPIPS {identity.metrics_tuned.lpips:.4f} "
+              f"(MSE: {MSE_SCALE}; LPIPS: AlexNet)")
+    for skipped in group.skipped if group is not None else ():
+        print(f"skipped the face at ({skipped.box.left:.0f}, {skipped.box.top:.0f}): {skipped.reason}")
+    print(f"written to {out}")
     return 0
+
+
+def write_placements(path: Path, photo: Path, faces) -> None:
+    """Write where each face sits in the photo (`faces.json`), for `python -m pti edit --paste-back`."""
+    placements = [{"number": number, "quad": face.quad.tolist(), "landmarks": face.landmarks.tolist()}
+                  for number, face in enumerate(faces, start=1)]
+    path.write_text(json.dumps({"format": FACES_FORMAT, "version": 1, "photo": str(Path(photo).resolve()),
+                                "size": list(faces[0].original_size), "faces": placements}, indent=1))
+
+
+def write_identity(result, identity, folder: Path) -> dict:
+    """Write one face's aligned image and renders into `folder`; its part of the report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    identity.aligned.image.save(folder / "aligned.png")
+    identity.pivot_original.save(folder / "pivot_original.png")
+    identity.pivot_tuned.save(folder / "pivot_tuned.png")
+    return {
+        "pivot": {"method": result.pivot_method, "steps": identity.pivot.steps_run, "seconds": result.projection_s},
+        PIVOT_REPORT_KEYS[result.pivot_method]: dataclasses.asdict(identity.metrics_original),
+        "pti": dataclasses.asdict(identity.metrics_tuned),
+    }
+
+
+def _box(box) -> list[float]:
+    """A face box as [left, top, right, bottom] in photo pixels."""
+    return [box.left, box.top, box.right, box.bottom]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `invert` sub-command."""
     parser = subparsers.add_parser(
         "invert", help="PTI on one photo", description=__doc__,
-        epilog="Writes aligned.png, pivot.npy, tuned.safetensors, pivot_original.png, pivot_tuned.png, metrics.json.")
+        epilog="Writes aligned.png, pivot.npy, tuned.safetensors, pivot_original.png, pivot_tuned.png, metrics.json, "
+               "faces.json (where the face sits in the photo, for `edit --paste-back`); "
+               "with --all-faces: faces.png (the numbered faces), face_K/ (aligned.png and the renders of face K), "
+               "pivots.npz (one pivot per face), tuned.safetensors, metrics.json (per face, and the skipped faces "
+               "with their reasons); with --paste-back also pasted.png.")
     parser.add_argument("photo", type=Path, help="photo with a face")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--face-index", type=int, default=None,
                         help="which detected face to use (0 = most confident; default: the most confident)")
+    parser.add_argument("--all-faces", action="store_true",
+                        help="invert every face of the photo together (one generator tuned for all, a pivot per "
+                             "face); writes face_K/ per face, numbered left to right as in faces.png")
+    parser.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES,
+                        help="with --all-faces: at most this many faces, the largest (default %(default)s)")
+    parser.add_argument("--paste-back", action="store_true",
+                        help="also write pasted.png: the photo with the PTI reconstruction of each face pasted back")
     parser.add_argument("--no-locality", action="store_true", help="tune without the locality regulariser")
     parser.add_argument("--pivot", choices=PIVOT_METHODS, default="w",
                         help="how to find the pivot: w (the paper's W projection, default) or e4e (the e4e encoder's "
