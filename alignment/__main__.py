@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--whole-photo", action="store_true",
-        help=f"detect on the whole photo however large, exactly as the FFHQ recipe does (about 0.7 s per megapixel; "
+        help=f"detect on the whole photo however large, exactly as the FFHQ recipe does (0.4-0.7 s per megapixel; "
              f"by default photos above {RECIPE_MAX_PIXELS / 2**20:g} megapixels are detected on a downscaled copy)",
     )
     return parser

@@ -60,7 +60,7 @@ def align_face(
     """Detect the faces in a photo and FFHQ-align one: the most confident, or `faces[face_index]` when given.
 
     Detection and landmarks follow the FFHQ recipe of PTI and e4e: exactly for photos up to `max_pixels`, on a copy
-    downscaled to `max_pixels` for larger ones (None: exactly whatever the size, about 0.7 s per megapixel on two
+    downscaled to `max_pixels` for larger ones (None: exactly whatever the size, 0.4-0.7 s per megapixel on two
     cores; see `alignment.detection`)."""
     output_size = checked_output_size(output_size)
     image = load_image(image_or_path)

@@ -1,6 +1,6 @@
 """Face detection as the FFHQ recipe of PTI and e4e runs it: dlib's frontal (HOG) detector with one up-sampling step.
 
-The recipe detects on the whole full-resolution photo. That costs about 0.4 s per megapixel on two cores (dlib's
+The recipe detects on the whole full-resolution photo. That costs 0.4-0.7 s per megapixel on two cores (dlib's
 box, and so the landmarks predicted in it, depend on its image pyramid, which is built from the whole photo: no crop
 or rescaled copy gives the same box). By default photos up to RECIPE_MAX_PIXELS are detected exactly so, and larger
 ones as the recipe would detect a copy downscaled to RECIPE_MAX_PIXELS, so that the time stays bounded
