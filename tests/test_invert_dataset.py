@@ -77,12 +77,35 @@ def read_csv(out: Path) -> dict[str, dict]:
         return {row["image"]: row for row in csv.DictReader(file)}
 
 
-def torchrun(argv: list[str], log: Path, **kwargs) -> subprocess.Popen:
-    """Start `torchrun --standalone --nproc-per-node=2 -m pti ...` (as `python -m torch.distributed.run`)."""
+def torchrun(argv: list[str], log: Path, *, ranks: int | None = 2) -> subprocess.Popen:
+    """Start `torchrun --standalone --nproc-per-node=2 -m pti ...` (as `python -m torch.distributed.run`), or
+    `python -m pti ...` alone when `ranks` is None."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "pti",
-               *argv]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, **kwargs)
+    launcher = [] if ranks is None else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
+    return subprocess.Popen([sys.executable, *launcher, "-m", "pti", *argv], cwd=REPO, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def stop_after_first_image(process: subprocess.Popen, log: Path, signum: int) -> str:
+    """Send `signum` to `process` once an image is done; returns the log after it exits."""
+    deadline = time.monotonic() + 240
+    while " done " not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    process.wait(timeout=120)
+    return log.read_text()
+
+
+def assert_complete_or_absent(out: Path) -> dict[str, dict]:
+    """Every image folder holds all its files, no temporary folder is left; returns the complete images."""
+    assert not list(out.rglob(".*partial*"))
+    complete = results(out)
+    for name in complete:
+        assert sorted(p.name for p in image_folder(out, name).iterdir()) == ["metrics.json", "pivot.npy",
+                                                                              "reconstruction.png"]
+    assert sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.*")
+                  if p.is_dir()) == sorted(complete)
+    return complete
 
 
 # --- the pieces ---------------------------------------------------------------------------------------------------
@@ -288,23 +311,11 @@ def test_two_ranks_do_every_image_once_with_the_results_of_one_process(single_ru
 def test_a_run_stopped_by_sigterm_resumes_without_redoing_finished_images(dataset, tmp_path, landmarks_model_path):
     out, log = tmp_path / "out", tmp_path / "log.txt"
     argv = ["invert-dataset", str(dataset), "--out", str(out), *options(landmarks_model_path, steps=15)]
-    process = torchrun(argv, log)
-    deadline = time.monotonic() + 240
-    while " done " not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both ranks
-    process.wait(timeout=120)
-    text = log.read_text()
-    assert "stopped on request" in text, text
+    text = stop_after_first_image(torchrun(argv, log), log, signal.SIGTERM)  # torchrun passes it on to both ranks
+    assert text.count("stopped on request") == 2, text
     first = json.loads((out / "summary.json").read_text())["counts"]
     assert first["done"] >= 1 and first["not_reached"] >= 1, (first, text)  # stopped midway
-    assert not list(out.rglob(".*partial*"))
-    complete = results(out)
-    for name in complete:  # complete or absent
-        assert sorted(p.name for p in image_folder(out, name).iterdir()) == ["metrics.json", "pivot.npy",
-                                                                              "reconstruction.png"]
-    assert sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.*")
-                  if p.is_dir()) == sorted(complete)
+    complete = assert_complete_or_absent(out)
     mtimes = {name: (image_folder(out, name) / "metrics.json").stat().st_mtime_ns for name in complete}
 
     process = torchrun(argv, tmp_path / "log2.txt")
@@ -315,3 +326,15 @@ def test_a_run_stopped_by_sigterm_resumes_without_redoing_finished_images(datase
     assert {name: (image_folder(out, name) / "metrics.json").stat().st_mtime_ns for name in complete} == mtimes
     assert sorted(results(out)) == sorted(GOOD)
     assert json.loads((out / "summary.json").read_text())["counts"]["not_reached"] == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_single_process_cleanly(dataset, tmp_path, landmarks_model_path):
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    argv = ["invert-dataset", str(dataset), "--out", str(out), *options(landmarks_model_path, steps=15)]
+    process = torchrun(argv, log, ranks=None)
+    text = stop_after_first_image(process, log, signal.SIGINT)
+    assert process.returncode == 128 + signal.SIGINT and "stopped on request" in text, text
+    counts = json.loads((out / "summary.json").read_text())["counts"]
+    assert counts["done"] >= 1 and counts["not_reached"] >= 1 and "Traceback" not in text, (counts, text)
+    assert len(assert_complete_or_absent(out)) == counts["done"]

@@ -69,23 +69,23 @@ def run_dataset(args: argparse.Namespace, source: Path, out: Path) -> int:
         settings = run_settings(args, config, identity_path)
         options = RunOptions(pivot=args.pivot, aligned=args.aligned, save_weights=args.save_weights,
                              overwrite=args.overwrite, seed=args.seed)
-        with GracefulStop(workers) as stop:
+        with GracefulStop(workers) as stop:  # also while gathering: a signal then only marks the run as stopped
             records = run_rank(pipeline, images, out, options, settings, workers, stop)
+            gathered = workers.gather((str(workers.device), records))
+            if gathered is not None:  # rank 0
+                all_records = [record for _, rank_records in gathered for record in rank_records]
+                summary = summarize(all_records, num_images=len(images), settings=settings,
+                                    wall_s=time.perf_counter() - start, devices=[device for device, _ in gathered])
+                write_summary(out, summary, all_records, [image.name for image in images])
+                print(format_markdown(summary))
+                print(f"written to {out}", file=sys.stderr)
             stopped = stop.requested()
-        gathered = workers.gather((str(workers.device), records))
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
         if workers is not None:
             workers.close()
-    if gathered is not None:  # rank 0
-        all_records = [record for _, rank_records in gathered for record in rank_records]
-        summary = summarize(all_records, num_images=len(images), settings=settings,
-                            wall_s=time.perf_counter() - start, devices=[device for device, _ in gathered])
-        write_summary(out, summary, all_records, [image.name for image in images])
-        print(format_markdown(summary))
-        print(f"written to {out}", file=sys.stderr)
     if stopped:
         print(f"[rank {workers.rank}] stopped on request; rerun the same command to do the rest", file=sys.stderr)
         return 128 + (stop.signal or signal.SIGTERM)

@@ -185,13 +185,16 @@ def process_image(pipeline, image: DatasetImage, out: Path, options: RunOptions,
                            metrics=previous["metrics"])
     seed = image_seed(options.seed, image.name)
     start = time.perf_counter()
+    failure = None
     try:
         result = pipeline.invert(image.path, callback=callback, seed=seed, pivot=options.pivot,
                                  align=not options.aligned)
     except IMAGE_FAILURES as error:
-        if isinstance(error, torch.OutOfMemoryError):
+        failure = f"{type(error).__name__}: {error}"
+    if failure is not None:  # outside the except block: the traceback, and the tensors it holds, are gone
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        return ImageRecord(name=image.name, status="failed", seconds=None, reason=f"{type(error).__name__}: {error}")
+        return ImageRecord(name=image.name, status="failed", seconds=None, reason=failure)
     seconds = time.perf_counter() - start
     identity = result.identities[0]
     metrics = {"pivot": dataclasses.asdict(identity.metrics_original), "pti": dataclasses.asdict(identity.metrics_tuned)}
@@ -210,7 +213,7 @@ def process_image(pipeline, image: DatasetImage, out: Path, options: RunOptions,
     }
     with atomic_folder(folder) as temporary:
         if options.save_weights:
-            result.tuned.to("cpu").save(temporary)  # tuned.safetensors and pivot.npy
+            result.tuned.save(temporary)  # tuned.safetensors and pivot.npy
         else:
             np.save(temporary / PIVOT_FILENAME, identity.pivot.w.numpy().astype(np.float32))
         identity.pivot_tuned.save(temporary / RECONSTRUCTION_FILENAME)
