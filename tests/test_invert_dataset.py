@@ -247,10 +247,13 @@ def test_aligned_images_are_only_resized_and_weights_are_saved_on_request(tmp_pa
     source.mkdir()
     Image.open(FACES_DIR / "astronaut.png").resize((64, 64)).save(source / "a.png")
     Image.fromarray(skimage.data.camera()).resize((48, 48)).save(source / "b.png")  # no face: not looked for
+    Image.open(FACES_DIR / "grace_hopper.jpg").save(source / "c.jpg")  # 512x600: not an aligned crop
     out = tmp_path / "out"
     argv = ["invert-dataset", str(source), "--out", str(out), "--aligned", "--save-weights",
             *options(landmarks_model_path)]
     assert run_cli(argv) == 0
+    assert read_csv(out)["c.jpg"]["reason"] == ("ImageInputError: c.jpg is 512x600, not square: --aligned takes "
+                                                "square FFHQ-aligned crops (leave --aligned out to align the photo)")
     for name in ("a.png", "b.png"):
         folder = image_folder(out, name)
         assert json.loads((folder / "metrics.json").read_text())["settings"]["aligned"] is True
@@ -258,7 +261,8 @@ def test_aligned_images_are_only_resized_and_weights_are_saved_on_request(tmp_pa
         assert np.array_equal(tuned.pivots[0].w.numpy(), np.load(folder / "pivot.npy"))
     # other settings: the complete images are redone, not skipped
     assert run_cli([*argv[:5], *options(landmarks_model_path, steps=2)]) == 0
-    assert {row["status"] for row in read_csv(out).values()} == {"done"}
+    assert {name: row["status"] for name, row in read_csv(out).items()} == {"a.png": "done", "b.png": "done",
+                                                                             "c.jpg": "failed"}
     assert json.loads((image_folder(out, "a.png") / "metrics.json").read_text())["tuning"]["steps"] == 2
 
 

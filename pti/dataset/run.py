@@ -15,8 +15,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
+from alignment import ImageInputError, load_image
 from pti.dataset.outputs import METRICS_FILENAME, RECONSTRUCTION_FILENAME, atomic_folder, image_folder, read_complete
 from pti.dataset.sources import DatasetImage
 from pti.dataset.workers import Workers
@@ -172,6 +174,15 @@ def run_rank(pipeline, images: list[DatasetImage], out: Path, options: RunOption
     return records
 
 
+def aligned_image(image: DatasetImage) -> Image.Image:
+    """An image given as FFHQ-aligned (--aligned): loaded, and refused unless square (resizing would distort it)."""
+    picture = load_image(image.path)
+    if picture.width != picture.height:
+        raise ImageInputError(f"{image.name} is {picture.width}x{picture.height}, not square: --aligned takes square "
+                              "FFHQ-aligned crops (leave --aligned out to align the photo)")
+    return picture
+
+
 def process_image(pipeline, image: DatasetImage, out: Path, options: RunOptions, fingerprint: dict,
                   callback: Callable[[Progress], object]) -> ImageRecord:
     """Skip `image` when its folder is complete (and made with these settings), else invert it and write its files.
@@ -187,8 +198,8 @@ def process_image(pipeline, image: DatasetImage, out: Path, options: RunOptions,
     start = time.perf_counter()
     failure = None
     try:
-        result = pipeline.invert(image.path, callback=callback, seed=seed, pivot=options.pivot,
-                                 align=not options.aligned)
+        result = pipeline.invert(aligned_image(image) if options.aligned else image.path, callback=callback,
+                                 seed=seed, pivot=options.pivot, align=not options.aligned)
     except IMAGE_FAILURES as error:
         failure = f"{type(error).__name__}: {error}"
     if failure is not None:  # outside the except block: the traceback, and the tensors it holds, are gone
