@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from conftest import FACES_DIR
 from PIL import Image, ImageOps
 
@@ -24,6 +25,7 @@ from pti.dataset.outputs import atomic_folder, image_folder
 from pti.dataset.run import ImageRecord, image_seed
 from pti.dataset.sources import DatasetSourceError, list_images
 from pti.dataset.summary import METRICS, per_image_csv, summarize
+from pti.dataset.workers import rank_device, start_workers
 from pti.tuning import TunedGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,6 +175,19 @@ def test_the_summary_is_the_mean_and_sample_std_of_the_complete_images():
     assert [(r["image"], r["status"]) for r in rows] == [("a", "done"), ("b", "skipped"), ("c", "done"),
                                                           ("d", "failed"), ("e", "not_reached")]
     assert rows[2]["pti_identity_similarity"] == "" and float(rows[1]["pivot_mse"]) == metrics[1]["pivot"]["mse"]
+
+
+def test_each_rank_gets_its_own_device_and_one_process_is_rank_zero_of_one(monkeypatch):
+    assert rank_device("cpu", 1) == torch.device("cpu")
+    assert rank_device("cuda", 1) == torch.device("cuda", 1) and rank_device("cuda:3", 1) == torch.device("cuda", 3)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    workers = start_workers("cpu")
+    assert (workers.rank, workers.world_size, workers.distributed) == (0, 1, False)
+    assert [workers.claim() for _ in range(3)] == [0, 1, 2]
+    assert workers.count_finished(1) == 1 and workers.count_finished(0) == 1
+    assert not workers.stop_requested()
+    workers.request_stop()
+    assert workers.stop_requested() and workers.gather("mine") == ["mine"]
 
 
 def test_an_image_seed_depends_on_the_seed_and_the_name_only():

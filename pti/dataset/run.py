@@ -79,7 +79,7 @@ class GracefulStop:
 
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
 
     def _handle(self, signum: int, frame) -> None:
         if self.signal is not None:

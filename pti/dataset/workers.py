@@ -86,6 +86,10 @@ def start_workers(requested_device: str | None) -> Workers:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = rank_device(requested_device, local_rank)
     if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local_rank} would run on {device}, but this machine has "
+                             f"{torch.cuda.device_count()} GPU(s): start at most that many processes per machine "
+                             "(torchrun --nproc-per-node)")
         torch.cuda.set_device(device)
     store, rank, world_size = next(dist.rendezvous("env://"))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
