@@ -4,6 +4,7 @@ resumed; and the pieces (image lists, atomic folders, the summary's statistics) 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from PIL import Image, ImageOps
 
 from pti.cli import main as run_cli
 from pti.dataset.outputs import atomic_folder, image_folder
-from pti.dataset.run import ImageRecord, image_seed
+from pti.dataset.run import ImageRecord, RankProgress, image_seed
 from pti.dataset.sources import DatasetSourceError, list_images
 from pti.dataset.summary import METRICS, per_image_csv, summarize
 from pti.dataset.workers import rank_device, start_workers
@@ -188,6 +189,26 @@ def test_each_rank_gets_its_own_device_and_one_process_is_rank_zero_of_one(monke
     assert not workers.stop_requested()
     workers.request_stop()
     assert workers.stop_requested() and workers.gather("mine") == ["mine"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rank_zero_shows_a_bar_with_the_rate_and_time_left_and_every_rank_logs_a_line(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress = RankProgress(start_workers("cpu"), total=3)
+    progress.image_finished(ImageRecord("a.png", "done", 1.5, metrics={"pti": {"lpips": 0.25}}))
+    progress.image_finished(ImageRecord("b.png", "failed", None, reason="NoFaceError: no face"))
+    progress.close()
+    text = terminal.getvalue()
+    assert "[rank 0/1] 1/3 done a.png (1.5 s, PTI LPIPS 0.2500) | all ranks " in text
+    assert "[rank 0/1] 2/3 failed b.png: NoFaceError: no face | all ranks " in text and "img/s, ETA " in text
+    bar = text.replace("\r", "\n").splitlines()
+    assert any(line.startswith("invert-dataset:  67%") and "2/3 [" in line and "img" in line for line in bar), text
 
 
 def test_an_image_seed_depends_on_the_seed_and_the_name_only():
