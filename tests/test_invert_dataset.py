@@ -23,10 +23,11 @@ from PIL import Image, ImageOps
 
 from pti.cli import main as run_cli
 from pti.dataset.outputs import atomic_folder, image_folder
-from pti.dataset.run import ImageRecord, RankProgress, image_seed
-from pti.dataset.sources import DatasetSourceError, list_images
+from pti.dataset.run import ImageRecord, RankProgress, RunOptions, image_seed, process_image
+from pti.dataset.sources import DatasetImage, DatasetSourceError, list_images
 from pti.dataset.summary import METRICS, per_image_csv, summarize
 from pti.dataset.workers import rank_device, start_workers
+from pti.progress import Cancelled
 from pti.tuning import TunedGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +210,27 @@ def test_rank_zero_shows_a_bar_with_the_rate_and_time_left_and_every_rank_logs_a
     assert "[rank 0/1] 2/3 failed b.png: NoFaceError: no face | all ranks " in text and "img/s, ETA " in text
     bar = text.replace("\r", "\n").splitlines()
     assert any(line.startswith("invert-dataset:  67%") and "2/3 [" in line and "img" in line for line in bar), text
+
+
+class FailingPipeline:
+    """Stands in for PTIPipeline: its inversion raises `error`."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def invert(self, *args, **kwargs):
+        raise self.error
+
+
+def test_an_image_out_of_memory_is_recorded_with_its_reason_and_a_stop_writes_nothing(tmp_path):
+    image, out = DatasetImage(path=tmp_path / "a.png", name="a.png"), tmp_path / "out"
+    oom = FailingPipeline(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    record = process_image(oom, image, out, RunOptions(), {}, lambda progress: False)
+    assert record == ImageRecord("a.png", "failed", None,
+                                 reason="OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(Cancelled):
+        process_image(FailingPipeline(Cancelled("tuning", 3, 50)), image, out, RunOptions(), {}, lambda p: True)
+    assert not out.exists()
 
 
 def test_an_image_seed_depends_on_the_seed_and_the_name_only():
