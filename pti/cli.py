@@ -6,7 +6,7 @@ import importlib
 from typing import Sequence
 
 # Sub-command modules; each defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMAND_MODULES = ("invert", "edit", "evaluate")
+COMMAND_MODULES = ("invert", "invert_dataset", "edit", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

