@@ -14,7 +14,7 @@ from PIL import Image
 from alignment import (DEFAULT_MAX_FACES, MIN_GROUP_FACE_SIZE, AlignedFace, GroupAlignment, align_face, align_faces,
                        load_image)
 from pti.config import PTIConfig, ProjectionConfig, TuningConfig, preset
-from pti.e4e import E4E, load_e4e
+from pti.e4e import E4E, e4e_input_tensor, load_e4e
 from pti.images import pil_to_tensor, tensor_to_pil
 from pti.losses import build_lpips
 from pti.metrics import IdentityModel, ReconstructionMetrics, reconstruction_metrics
@@ -202,15 +202,23 @@ class PTIPipeline:
     def _e4e_pivot(self, target: torch.Tensor, face: Image.Image | None, callback: ProgressCallback | None, *,
                    previews: bool) -> Pivot:
         """One e4e forward pass -> W+ pivot; the callback gets one step (with the pivot's rendering if `previews`)."""
+        return self._e4e_pivots([face if face is not None else tensor_to_pil(target)[0]], callback,
+                                previews=previews)[0]
+
+    def _e4e_pivots(self, faces: Sequence[Image.Image], callback: ProgressCallback | None, *,
+                    previews: bool) -> list[Pivot]:
+        """The W+ pivots of several aligned faces in one batched e4e pass, reported as one projection step (with
+        the pivots' renderings if `previews`)."""
         e4e = self.load_e4e()
         reporter = ProgressReporter(callback, "projection", 1, report_every=1, preview_every=int(previews))
-        ws = e4e.invert(face if face is not None else tensor_to_pil(target)[0])
+        ws = e4e.invert_tensor(torch.cat([e4e_input_tensor(face) for face in faces]))
         preview = None
         if reporter.active and previews:
             with torch.no_grad():
                 preview = self.generator.synthesis(ws.to(self.device), noise_mode="const", force_fp32=True)
         reporter.step(1, {}, preview)
-        return Pivot(w=ws.detach().cpu().float(), num_ws=self.generator.num_ws, source="e4e")
+        return [Pivot(w=code.detach().cpu().float(), num_ws=self.generator.num_ws, source="e4e")
+                for code in ws.split(1)]
 
     def tune(self, targets: torch.Tensor, pivots: Sequence[Pivot], *, config: TuningConfig | None = None,
              callback: ProgressCallback | None = None, seed: int = 0) -> TunedGenerator:
@@ -243,9 +251,12 @@ class PTIPipeline:
         targets = torch.cat([target for _, target in prepared])
 
         start = time.perf_counter()
-        pivots = [self.find_pivot(target, method=pivot, config=config.projection, callback=callback, seed=seed + i,
-                                  face=aligned.image if aligned is not None else None)
-                  for i, (target, (aligned, _)) in enumerate(zip(targets.split(1), prepared))]
+        if pivot == "e4e":  # every face in one encoder pass
+            faces = [aligned.image if aligned is not None else tensor_to_pil(target)[0] for aligned, target in prepared]
+            pivots = self._e4e_pivots(faces, callback, previews=config.projection.preview_every > 0)
+        else:
+            pivots = [self.find_pivot(target, config=config.projection, callback=callback, seed=seed + i)
+                      for i, target in enumerate(targets.split(1))]
         projection_s = time.perf_counter() - start
         tuned = self.tune(targets, pivots, config=config.tuning, callback=callback, seed=seed)
         tuning_s = time.perf_counter() - start - projection_s

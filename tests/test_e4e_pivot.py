@@ -81,9 +81,14 @@ def test_pti_with_the_e4e_pivot_improves_reconstruction_like_the_w_pivot(pipelin
     assert max_pixel_difference(identity.pivot_tuned, tensor_to_pil(e4e_result.tuned.render(identity.pivot))[0]) <= 1
 
 
-def test_invert_many_with_e4e_pivots(pipeline, photos):
-    result = pipeline.invert_many(photos, align=False, pivot="e4e")
+def test_invert_many_with_e4e_pivots(pipeline, e4e, photos):
+    reports = []
+    result = pipeline.invert_many(photos, align=False, pivot="e4e", callback=reports.append)
     assert [p.source for p in result.tuned.pivots] == ["e4e", "e4e"]
+    # Every face in one encoder pass (one projection step), each pivot the encoder's code of its own face.
+    assert [(r.step, r.total) for r in reports if r.phase == "projection"] == [(1, 1)]
+    for photo, pivot in zip(photos, result.tuned.pivots):  # a batch of 2 sums in another order: ~4e-5 apart
+        torch.testing.assert_close(pivot.w, e4e.invert(photo), rtol=0, atol=2e-4)
     for identity in result.identities:
         assert identity.metrics_tuned.mse < identity.metrics_original.mse
 
