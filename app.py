@@ -70,6 +70,8 @@ LICENCE_LINES = (
     ("InterfaceGAN directions and GANSpace PCA", "interfacegan-age"),
     ("StyleCLIP hairstyle mappers", "styleclip-afro-hairstyle"),
     ("e4e encoder", "e4e-ffhq-encode"),
+    ("StyleCLIP global directions (fs3)", "styleclip-fs3-ffhq"),
+    ("CLIP ViT-B/32 (text edits)", "clip-vit-b-32-openai"),
 )
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:])/(?:[\w.@+-]+/)+([\w.@+-]+)")
 

@@ -118,7 +118,7 @@ class EditLibrary:
         default_mappers: bool = True,  # offer the ten hairstyle mappers of the registry
         cache_dir: str | Path | None = None,  # Hub cache folder; None is huggingface_hub's default
         progress: bool = True,  # show download progress
-        device: torch.device | str = "cpu",  # where loaded mappers run
+        device: torch.device | str = "cpu",  # where loaded mappers and the CLIP text tower run
         registry: Mapping[str, WeightFile] | None = None,  # default `pti.weights.REGISTRY` (tests pass their own)
         generator: torch.nn.Module | None = None,  # offers text edits: the generator whose std of s scales them
         std_cache_dir: str | Path | None = None,  # where that std is kept (default: next to converted generators)
@@ -169,7 +169,7 @@ class EditLibrary:
             fs3_source = WeightSource(weight_file=registry[global_directions.FS3_KEY])
             clip_source = WeightSource(weight_file=registry[CLIP_KEY])
             loaders["text:fs3"] = lambda: global_directions.load_fs3(fetch(fs3_source), channels=channels)
-            loaders["text:encoder"] = lambda: load_text_encoder(fetch(clip_source))
+            loaders["text:encoder"] = lambda: load_text_encoder(fetch(clip_source), device=device)
             loaders["text:std"] = lambda: global_directions.cached_style_std(generator, cache_dir=std_cache_dir)
         return cls(options, loaders)
 

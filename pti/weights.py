@@ -159,7 +159,7 @@ _ENTRIES = (
     WeightFile(
         "clip-vit-b-32-openai", "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors", "model",
         "ab5b8ef490e86faa07d3523926b842c765de1de5",  # the commit that added the open_clip files
-        licence="MIT (OpenAI CLIP)",
+        licence="MIT (OpenAI CLIP; the Hub repo's card says Apache-2.0)",
         description="OpenAI's CLIP ViT-B/32 (QuickGELU) as open_clip safetensors (~605 MB, both towers); the text "
                     "tower encodes the sentences of text edits",
     ),
