@@ -22,12 +22,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from editing_directions.edit import DEFAULT_BETA, DEFAULT_NEUTRAL  # noqa: F401 - the defaults, named here too
 from editing_directions.errors import DirectionFileError, TextEditError
 
-DEFAULT_NEUTRAL = "a face"  # the neutral sentence offered first
 DEFAULT_ALPHA = 4.1  # strength, as the authors' notebook
 ALPHA_MIN, ALPHA_MAX, ALPHA_STEP = -10.0, 10.0, 0.1
-DEFAULT_BETA = 0.15  # disentanglement threshold, as the authors' notebook
 BETA_MIN, BETA_MAX, BETA_STEP = 0.08, 0.3, 0.01
 FS3_KEY = "styleclip-fs3-ffhq"  # registry key of the authors' FFHQ fs3
 STD_SAMPLES = 100_000  # latents behind the per-layer std (the authors' StyleCLIP.py)

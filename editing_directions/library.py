@@ -8,16 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import torch
-
 import numpy as np
+import torch
 
 from editing_directions import ganspace, global_directions, interfacegan, styleclip
 from editing_directions.clip_text import CLIP_KEY, TextEncoder, load_text_encoder, random_text_encoder
 from editing_directions.catalogue import MapperEntry, WeightSource, default_mapper_catalogue, \
     folder_mapper_catalogue, hub_mapper_catalogue, mapper_label
 from editing_directions.edit import KINDS, TEXT_KIND, Edit
-from editing_directions.errors import EditStrengthError, LatentShapeError, TextEditError, UnknownEditError
+from editing_directions.errors import EditStrengthError, LatentShapeError, UnknownEditError
 from editing_directions.global_directions import GlobalDirection
 from editing_directions.ganspace import GANSPACE_EDITS, GanspacePCA
 from editing_directions.interfacegan import INTERFACEGAN_DIRECTIONS

@@ -7,6 +7,7 @@ noise inputs, `skip` RGB architecture, `conv_clamp`, fp16 for the highest resolu
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -394,7 +395,7 @@ class SynthesisBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the block on features `x` and image `img` from the previous block with its slice of W+ `ws`."""
         w_iter = iter(ws.unbind(dim=1))
-        offsets = iter(style_offsets if style_offsets is not None else [None] * self.num_conv)
+        offsets = iter(style_offsets) if style_offsets is not None else itertools.repeat(None)
         on_cuda = ws.device.type == "cuda"
         use_fp16 = self.use_fp16 and not force_fp32 and on_cuda
         dtype = torch.float16 if use_fp16 else torch.float32

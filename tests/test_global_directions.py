@@ -399,3 +399,34 @@ def test_a_beta_that_keeps_no_channel_names_the_fix(tiny_generator, text_encoder
         with pytest.raises(TextEditError, match=f"beta {beta:g} keeps no channel: the most relevant channel "
                                                 f"scores {score:.3f}; lower beta below that"):
             library.text_direction(edit)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# On a GPU (skipped without CUDA)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("force_fp32", [True, False])
+def test_style_offsets_on_cuda_with_both_ops_match_the_cpu(tiny_generator, monkeypatch, force_fp32):
+    from pti.ops.cuda_plugin import IMPL_ENV_VAR, load_cuda_extension
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    G = tiny_generator
+    ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(6)), None)
+    offsets = [torch.randn(3, count, generator=torch.Generator().manual_seed(20 + i)) for i, count in
+               enumerate(G.synthesis.style_channels())]
+    on_cpu = G.synthesis(ws, noise_mode="const", style_offsets=offsets)
+    G = G.to("cuda")
+    for impl in ("ref", "auto"):
+        if impl == "ref":
+            monkeypatch.setenv(IMPL_ENV_VAR, "ref")
+        else:
+            monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
+            assert load_cuda_extension() is not None, "the CUDA ops plugin did not build"
+        zeros = [torch.zeros(count, device="cuda") for count in G.synthesis.style_channels()]
+        plain = G.synthesis(ws.cuda(), noise_mode="const", force_fp32=force_fp32)
+        assert torch.equal(G.synthesis(ws.cuda(), noise_mode="const", force_fp32=force_fp32, style_offsets=zeros),
+                           plain)
+        edited = G.synthesis(ws.cuda(), noise_mode="const", force_fp32=force_fp32, style_offsets=offsets).cpu()
+        assert (edited - on_cpu).abs().max() < (1e-4 if force_fp32 else 5e-2), impl
