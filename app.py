@@ -786,6 +786,14 @@ def offline_if_the_hub_is_unreachable(endpoint: str | None = None) -> bool:
     return True
 
 
+def prepare_text_edits(editor: FaceEditor) -> None:
+    """Load what text edits need, logging (not raising) a failure: the first text edit then reports it."""
+    try:
+        editor.prepare_text_edits()
+    except Exception as error:  # noqa: BLE001 - a background warm-up; the edit itself says what went wrong
+        LOGGER.warning("text edits could not be prepared at start: %s", readable_message(error))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the flags, load the models once, and serve the app."""
     keep_freed_memory()  # process-wide, first: large CPU tensors reuse freed memory instead of faulting in pages
@@ -804,6 +812,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 format_bytes(int(options.max_session_disk_gb * 1024 ** 3)), options.session_idle_minutes)
     if editor.device.type == "cuda":  # compiled in the background; the reference ops serve until it is ready
         LOGGER.info("CUDA ops: %s", cuda_plugin.start_background_build())
+    if editor.offers_text_edits and not editor.is_tiny:  # CLIP, fs3 and the std of s load in the background (a
+        # text edit waits for them); the tiny model's random demo text edits load in a few seconds on first use
+        threading.Thread(target=prepare_text_edits, args=(editor,), name="pti-text-edits", daemon=True).start()
     build_demo(editor, options).launch(**launch_options(options))
 
 

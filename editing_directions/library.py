@@ -15,7 +15,7 @@ from editing_directions import ganspace, global_directions, interfacegan, stylec
 from editing_directions.clip_text import CLIP_KEY, TextEncoder, load_text_encoder, random_text_encoder
 from editing_directions.catalogue import MapperEntry, WeightSource, default_mapper_catalogue, \
     folder_mapper_catalogue, hub_mapper_catalogue, mapper_label
-from editing_directions.edit import KINDS, TEXT_KIND, Edit
+from editing_directions.edit import DEFAULT_NEUTRAL, KINDS, TEXT_KIND, Edit
 from editing_directions.errors import EditStrengthError, LatentShapeError, UnknownEditError
 from editing_directions.global_directions import GlobalDirection
 from editing_directions.ganspace import GANSPACE_EDITS, GanspacePCA
@@ -252,6 +252,14 @@ class EditLibrary:
     def offers_text(self) -> bool:
         """Whether text edits (StyleCLIP global directions) are offered."""
         return "text:fs3" in self._loaders
+
+    def prepare_text(self) -> None:
+        """Load what text edits need now (fs3, CLIP, the std of s, the default neutral sentence's features) instead
+        of on the first text edit; errors are raised here and again at that edit."""
+        for resource in _TEXT_RESOURCES:
+            self._load(resource)
+        encoder: TextEncoder = self._load("text:encoder")
+        encoder.encode(DEFAULT_NEUTRAL)
 
     def text_direction(self, edit: Edit) -> GlobalDirection:
         """A text edit's per-layer offsets of s (before alpha) and its channel count; CLIP runs here (on the CPU

@@ -486,6 +486,11 @@ class FaceEditor:
         self._require_library().validate(edit)
         return edit
 
+    def prepare_text_edits(self) -> None:
+        """Fetch and load what text edits need (fs3, CLIP, the std of s, computed once per generator) now, e.g. in a
+        background thread at start, so that the first text edit does not wait for them."""
+        self._require_library().prepare_text()
+
     def text_channels(self, edit: Edit) -> int:
         """How many style channels a text edit moves (encodes its sentences with CLIP on first use)."""
         return self._require_library().text_direction(edit).channels

@@ -430,3 +430,19 @@ def test_style_offsets_on_cuda_with_both_ops_match_the_cpu(tiny_generator, monke
                            plain)
         edited = G.synthesis(ws.cuda(), noise_mode="const", force_fp32=force_fp32, style_offsets=offsets).cpu()
         assert (edited - on_cpu).abs().max() < (1e-4 if force_fp32 else 5e-2), impl
+
+
+def test_prepare_text_loads_everything_once(tiny_generator):
+    loads = []
+    fs3 = unit(np.random.default_rng(2).standard_normal((208, 16)))
+
+    def encoder():
+        loads.append("encoder")
+        return random_text_encoder(embed_dim=16, seed=3)
+
+    library = EditLibrary.from_tensors(fs3=fs3, text_encoder=encoder, layer_std=style_std(tiny_generator, samples=50))
+    assert loads == []  # nothing is built with the library
+    library.prepare_text()
+    assert loads == ["encoder"]
+    library.text_direction(Edit.text("grey hair", 4.1))
+    assert loads == ["encoder"]
