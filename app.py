@@ -812,14 +812,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 format_bytes(int(options.max_session_disk_gb * 1024 ** 3)), options.session_idle_minutes)
     if editor.device.type == "cuda":  # compiled in the background; the reference ops serve until it is ready
         LOGGER.info("CUDA ops: %s", cuda_plugin.start_background_build())
-    if editor.offers_text_edits and not editor.is_tiny:  # CLIP, fs3 and the std of s, loaded before the first text
-        # edit needs them (the tiny model's random demo text edits load in a few seconds on first use): in the
-        # background, but not on ZeroGPU, whose GPU worker is forked from this process (a fork while another thread
-        # computes can leave the worker stuck on a lock), so there before serving
-        if editor.zerogpu:
-            prepare_text_edits(editor)
-        else:
-            threading.Thread(target=prepare_text_edits, args=(editor,), name="pti-text-edits", daemon=True).start()
+    if editor.offers_text_edits and not editor.is_tiny and not editor.zerogpu:  # CLIP, fs3 and the std of s
+        # load in the background, so the first text edit need not wait for them (the tiny model's random demo ones
+        # load in seconds on first use; on ZeroGPU nothing heavy runs in the process its GPU worker is forked from
+        # until someone asks: see the README's text edits section)
+        threading.Thread(target=prepare_text_edits, args=(editor,), name="pti-text-edits", daemon=True).start()
     build_demo(editor, options).launch(**launch_options(options))
 
 

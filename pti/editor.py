@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -506,13 +507,13 @@ class FaceEditor:
         ws = as_wplus(session.inversion.pivot.ws.to(self.device, torch.float32), generator.num_ws)
         codes = torch.cat(chain.steps(ws))
         offsets = chain.style_steps()
-        rendered = gpu_calls.checked(gpu_calls.render_codes(self._key, generator, codes,
-                                                            None if offsets is None else tuple(offsets)))
+        rendered = gpu_calls.checked(gpu_calls.render_codes(
+            self._key, generator, codes, None if offsets is None else tuple(layer.numpy() for layer in offsets)))
         self.durations.record_render(rendered.seconds, len(rendered.images))
         return rendered.images
 
     def run_render(self, generator: torch.nn.Module, codes: torch.Tensor,
-                   style_offsets: Sequence[torch.Tensor] | None = None) -> gpu_calls.RenderedImages:
+                   style_offsets: Sequence[np.ndarray] | None = None) -> gpu_calls.RenderedImages:
         """Images of W+ `codes` by `generator` on the device of this GPU call (the generator is not changed), timed;
         `style_offsets` (one (N, C) tensor per conv layer) are added to the styles.
 
@@ -524,7 +525,8 @@ class FaceEditor:
             generator = copy.deepcopy(generator).to(device)
         speed = self.speed_for(device)
         with self._speed_context(device), torch.no_grad():
-            offsets = None if style_offsets is None else [offset.to(device) for offset in style_offsets]
+            offsets = None if style_offsets is None else [torch.as_tensor(offset, device=device)
+                                                          for offset in style_offsets]
             images = generator.synthesis(codes.to(device, torch.float32), noise_mode="const",
                                          force_fp32=True if speed is None else speed.force_fp32,
                                          style_offsets=offsets)
