@@ -26,6 +26,7 @@ import torch
 
 from alignment import AlignmentError
 from editing_directions.edit import Edit
+from editing_directions import global_directions
 from editing_directions.errors import EditingError
 from pti import weights
 from pti.config import PRESET_NAMES, ConfigError
@@ -52,7 +53,7 @@ UI_UPDATE_INTERVAL_S = 0.5
 READABLE_ERRORS = (AlignmentError, EditorUnavailableError, EditingError, ConfigError, SettingsError,
                    SessionTooLargeError, weights.WeightsError, E4ECheckpointError, E4EGeneratorMismatchError)
 # Display names of the edit kinds.
-KIND_LABELS = {"interfacegan": "InterfaceGAN", "ganspace": "GANSpace", "styleclip": "StyleCLIP"}
+KIND_LABELS = {"interfacegan": "InterfaceGAN", "ganspace": "GANSpace", "styleclip": "StyleCLIP", "text": "Text"}
 # Labels of the ways to find the pivot.
 PIVOT_LABELS = {"w": ("W projection (the paper's; optimised over the projection steps)", "w"),
                 "e4e": ("e4e encoder (one pass; fast, best for StyleCLIP edits)", "e4e")}
@@ -69,6 +70,8 @@ LICENCE_LINES = (
     ("InterfaceGAN directions and GANSpace PCA", "interfacegan-age"),
     ("StyleCLIP hairstyle mappers", "styleclip-afro-hairstyle"),
     ("e4e encoder", "e4e-ffhq-encode"),
+    ("StyleCLIP global directions (fs3)", "styleclip-fs3-ffhq"),
+    ("CLIP ViT-B/32 (text edits)", "clip-vit-b-32-openai"),
 )
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:])/(?:[\w.@+-]+/)+([\w.@+-]+)")
 
@@ -260,7 +263,9 @@ def describe_progress(progress: Progress, pivot: str = "w") -> str:
 
 
 def step_caption(index: int, edit: Edit, labels: dict[str, str]) -> str:
-    """Gallery caption of a chain step, e.g. '2. Smile +1.5 · InterfaceGAN'."""
+    """Gallery caption of a chain step, e.g. '2. Smile +1.5 · InterfaceGAN', '3. a face → grey hair +4.1 · Text β 0.15'."""
+    if edit.kind == "text":
+        return f"{index}. {edit.neutral} → {edit.name} {edit.strength:+g} · Text β {edit.beta:g}"
     label = labels.get(f"{edit.kind}:{edit.name}", edit.name)
     return f"{index}. {label} {edit.strength:+g} · {KIND_LABELS.get(edit.kind, edit.kind)}"
 
@@ -492,6 +497,23 @@ class SessionHandlers:
         yield from self.answer(lambda held: self.apply_edits(
             session, (*session.edits, self.editor.parse_edit(key, strength)), paste_back, request, held))
 
+    def add_text_edit(self, neutral: str, target: str, alpha: float, beta: float, paste_back: bool,
+                      request: gr.Request) -> Iterator[tuple]:
+        """Append an edit typed as two sentences (StyleCLIP global direction); says how many channels it moves. CLIP
+        runs here, outside the GPU call; a refused edit (empty or too long sentence, same sentences, a beta that
+        keeps no channel) leaves the chain as it was."""
+        session = self.session(request)
+
+        def outputs(held: list[Path]) -> tuple:
+            edit = self.editor.text_edit(neutral, target, alpha, beta)
+            channels = self.editor.text_channels(edit)
+            *shown, status = self.apply_edits(session, (*session.edits, edit), paste_back, request, held)
+            return (*shown, f"Text edit '{edit.neutral}' → '{edit.name}' moves **{channels}** style channel"
+                            f"{'s' if channels != 1 else ''} (about 10-20 for a colour, 100-200 for a shape is "
+                            f"typical; beta sets how many). {status}")
+
+        yield from self.answer(outputs)
+
     def remove_edit(self, index: float | None, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
         """Drop one step of the chain (the steps after it are rendered again)."""
         session = self.session(request)
@@ -668,6 +690,21 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
                                      value=first.default if first else 0.0, step=first.step if first else 0.1,
                                      label="Strength", elem_id="strength")
                 add_button = gr.Button("Add to the chain", variant="primary", elem_id="add")
+                with gr.Accordion("Edit from a sentence (StyleCLIP global direction)", open=True,
+                                  visible=editor.offers_text_edits, elem_id="text-edit"):
+                    neutral_text = gr.Textbox(value=global_directions.DEFAULT_NEUTRAL, label="Neutral: the face as it "
+                                              "is", max_lines=1, elem_id="neutral")
+                    target_text = gr.Textbox(label="Target: what it should become", placeholder="a smiling face",
+                                             max_lines=1, elem_id="target")
+                    with gr.Row():
+                        alpha = gr.Slider(global_directions.ALPHA_MIN, global_directions.ALPHA_MAX,
+                                          value=global_directions.DEFAULT_ALPHA, step=global_directions.ALPHA_STEP,
+                                          label="Strength (alpha)", elem_id="alpha")
+                        beta = gr.Slider(global_directions.BETA_MIN, global_directions.BETA_MAX,
+                                         value=global_directions.DEFAULT_BETA, step=global_directions.BETA_STEP,
+                                         label="Disentanglement (beta)", info="higher: fewer channels move",
+                                         elem_id="beta")
+                    add_text_button = gr.Button("Add the text edit to the chain", elem_id="add-text")
                 with gr.Row():
                     step_choice = gr.Dropdown(label="Step", choices=[], value=None, interactive=True, scale=2,
                                               elem_id="step")
@@ -714,6 +751,8 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
         edit_outputs = [gallery, step_choice, result, downloads, edit_status]
         add_button.click(handlers.add_edit, [edit_choice, strength, paste_back], edit_outputs, api_name="add_edit",
                          **gpu)
+        add_text_button.click(handlers.add_text_edit, [neutral_text, target_text, alpha, beta, paste_back], edit_outputs,
+                              api_name="add_text_edit", **gpu)
         remove_button.click(handlers.remove_edit, [step_choice, paste_back], edit_outputs, api_name="remove_edit",
                             **gpu)
         clear_button.click(handlers.clear_edits, [paste_back], edit_outputs, api_name="clear_edits", **light)
@@ -747,6 +786,14 @@ def offline_if_the_hub_is_unreachable(endpoint: str | None = None) -> bool:
     return True
 
 
+def prepare_text_edits(editor: FaceEditor) -> None:
+    """Load what text edits need, logging (not raising) a failure: the first text edit then reports it."""
+    try:
+        editor.prepare_text_edits()
+    except Exception as error:  # noqa: BLE001 - a background warm-up; the edit itself says what went wrong
+        LOGGER.warning("text edits could not be prepared at start: %s", readable_message(error))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the flags, load the models once, and serve the app."""
     keep_freed_memory()  # process-wide, first: large CPU tensors reuse freed memory instead of faulting in pages
@@ -765,6 +812,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 format_bytes(int(options.max_session_disk_gb * 1024 ** 3)), options.session_idle_minutes)
     if editor.device.type == "cuda":  # compiled in the background; the reference ops serve until it is ready
         LOGGER.info("CUDA ops: %s", cuda_plugin.start_background_build())
+    if editor.offers_text_edits and not editor.is_tiny and not editor.zerogpu:  # CLIP, fs3 and the std of s
+        # load in the background, so the first text edit need not wait for them (the tiny model's random demo ones
+        # load in seconds on first use; on ZeroGPU nothing heavy runs in the process its GPU worker is forked from
+        # until someone asks: see the README's text edits section)
+        threading.Thread(target=prepare_text_edits, args=(editor,), name="pti-text-edits", daemon=True).start()
     build_demo(editor, options).launch(**launch_options(options))
 
 

@@ -1,9 +1,13 @@
 """The edit chain: edits applied one after another to a W+ code, every step rendered in one batched call.
 
 Each edit sees the code produced by the edits before it (a mapper maps the already-edited code; a GANSpace
-edit reads its coordinate from it). Strength 0 is the identity for InterfaceGAN and StyleCLIP edits; a
+edit reads its coordinate from it). Strength 0 is the identity for InterfaceGAN, StyleCLIP and text edits; a
 GANSpace strength is a target coordinate, so that edit is the identity at the code's current coordinate
 (`EditLibrary.ganspace_coordinate`).
+
+Text edits (StyleCLIP global directions) act in StyleSpace, after the affines: they leave the W+ code as it is and
+add `alpha * delta_s` to the styles; a step's offsets are the sum of the text edits up to it. So the W+ edits of a
+chain apply first, then the affines, then the offsets, whatever the order of the edits.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from editing_directions.edit import Edit
+from editing_directions.edit import TEXT_KIND, Edit
 from editing_directions.errors import EditingError, EditSyntaxError, LatentShapeError
 from editing_directions.library import EditLibrary
 
@@ -88,6 +92,21 @@ class EditChain:
         """The code after every edit."""
         return self.steps(w)[-1]
 
+    def style_steps(self) -> list[torch.Tensor] | None:
+        """StyleSpace offsets of every step, one float32 tensor (len(chain) + 1, C) per conv layer (the start's row
+        is zero); None when the chain has no text edit. CLIP runs here for sentences not seen before."""
+        text_edits = [(index, edit) for index, edit in enumerate(self._edits) if edit.kind == TEXT_KIND]
+        if not text_edits:
+            return None
+        rows: list[torch.Tensor] | None = None
+        for index, edit in text_edits:
+            offsets = self.library.style_offsets(edit)
+            if rows is None:
+                rows = [torch.zeros(len(self._edits) + 1, len(offset)) for offset in offsets]
+            for layer, offset in zip(rows, offsets):
+                layer[index + 1:] += offset  # this step and every later one
+        return rows
+
     def render_tensor(
         self,
         G: nn.Module,  # generator with `.synthesis(ws, noise_mode=..., force_fp32=...)` and `.num_ws`
@@ -103,11 +122,16 @@ class EditChain:
         if w.shape[0] != 1:
             raise LatentShapeError(f"render one pivot at a time, got a batch of {w.shape[0]}")
         codes = torch.cat(self.steps(w), dim=0)
+        offsets = self.style_steps()
         chunk = codes.shape[0] if batch_size is None else batch_size
         if chunk < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        images = []
         with torch.no_grad():
-            images = [G.synthesis(part, noise_mode=noise_mode, force_fp32=force_fp32) for part in codes.split(chunk)]
+            for start in range(0, codes.shape[0], chunk):
+                part = None if offsets is None else [layer[start:start + chunk] for layer in offsets]
+                images.append(G.synthesis(codes[start:start + chunk], noise_mode=noise_mode, force_fp32=force_fp32,
+                                          **({} if part is None else {"style_offsets": part})))
         return torch.cat(images, dim=0)
 
     def render(self, G: nn.Module, w: torch.Tensor, **options) -> list[Image.Image]:
@@ -118,7 +142,8 @@ class EditChain:
 
     def to_json(self) -> str:
         """The chain as JSON, for replay with `EditChain.from_json`."""
-        edits = [{"kind": e.kind, "name": e.name, "strength": e.strength} for e in self._edits]
+        edits = [{"kind": e.kind, "name": e.name, "strength": e.strength,
+                  **({"neutral": e.neutral, "beta": e.beta} if e.kind == TEXT_KIND else {})} for e in self._edits]
         return json.dumps({"format": CHAIN_FORMAT, "version": CHAIN_VERSION, "edits": edits}, indent=1)
 
     @classmethod
@@ -138,11 +163,13 @@ class EditChain:
             raise EditSyntaxError("edit chain JSON: 'edits' should be a list")
         edits = []
         for index, record in enumerate(records):
-            if not isinstance(record, dict) or set(record) != {"kind", "name", "strength"}:
+            text = isinstance(record, dict) and record.get("kind") == TEXT_KIND
+            fields = {"kind", "name", "strength"} | ({"neutral", "beta"} if text else set())
+            if not isinstance(record, dict) or set(record) != fields:
                 raise EditSyntaxError(f"edit chain JSON: edit {index} should be an object with exactly "
-                                      "'kind', 'name' and 'strength'")
+                                      + (", ".join(f"'{f}'" for f in sorted(fields))))
             try:
-                edits.append(Edit(record["kind"], record["name"], record["strength"]))
+                edits.append(Edit(**record))
             except EditingError as error:
                 raise type(error)(f"edit chain JSON, edit {index}: {error}") from None
         return cls(library, edits)

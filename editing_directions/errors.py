@@ -7,7 +7,8 @@ class EditingError(Exception):
 
 
 class DirectionFileError(EditingError, ValueError):
-    """An InterfaceGAN direction or GANSpace PCA file is missing, corrupt or has the wrong content."""
+    """An InterfaceGAN direction, GANSpace PCA or global-direction file (fs3, CLIP weights) is missing, corrupt or
+    has the wrong content."""
 
 
 class MapperFileError(EditingError, ValueError):
@@ -28,3 +29,7 @@ class EditSyntaxError(EditingError, ValueError):
 
 class LatentShapeError(EditingError, ValueError):
     """A latent code does not have the shape an edit needs (e.g. W+ (N, L, D) with matching D)."""
+
+
+class TextEditError(EditingError, ValueError):
+    """A text edit cannot be made: an empty or too long sentence, equal sentences, a beta that keeps no channel."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -475,22 +476,46 @@ class FaceEditor:
         library.validate(edit)
         return edit
 
+    @property
+    def offers_text_edits(self) -> bool:
+        """Whether edits typed as sentences (StyleCLIP global directions) are offered."""
+        return self._library is not None and self._library.offers_text
+
+    def text_edit(self, neutral: str, target: str, alpha: float, beta: float) -> Edit:
+        """A text edit from the two sentences, checked (sentences, alpha and beta ranges, CLIP's token limit)."""
+        edit = Edit.text(target, float(alpha), neutral=neutral, beta=float(beta))
+        self._require_library().validate(edit)
+        return edit
+
+    def prepare_text_edits(self) -> None:
+        """Fetch and load what text edits need (fs3, CLIP, the std of s, computed once per generator) now, e.g. in a
+        background thread at start, so that the first text edit does not wait for them."""
+        self._require_library().prepare_text()
+
+    def text_channels(self, edit: Edit) -> int:
+        """How many style channels a text edit moves (encodes its sentences with CLIP on first use)."""
+        return self._require_library().text_direction(edit).channels
+
     def render_chain(self, session: EditingSession, edits: Sequence[Edit]) -> tuple[Image.Image, ...]:
         """Images of every step of `edits` on the session's pivot, by its tuned generator (the start first).
 
-        The edits are applied to the codes here (fetching an edit's file on its first use); only the rendering runs
-        in a GPU function.
+        The edits are applied to the codes here (fetching an edit's file on its first use; CLIP encodes the
+        sentences of text edits here too); only the rendering runs in a GPU function, given plain tensors.
         """
         chain = EditChain(self._require_library(), edits)
         generator = session.inversion.tuned.generator
         ws = as_wplus(session.inversion.pivot.ws.to(self.device, torch.float32), generator.num_ws)
         codes = torch.cat(chain.steps(ws))
-        rendered = gpu_calls.checked(gpu_calls.render_codes(self._key, generator, codes))
+        offsets = chain.style_steps()
+        rendered = gpu_calls.checked(gpu_calls.render_codes(
+            self._key, generator, codes, None if offsets is None else tuple(layer.numpy() for layer in offsets)))
         self.durations.record_render(rendered.seconds, len(rendered.images))
         return rendered.images
 
-    def run_render(self, generator: torch.nn.Module, codes: torch.Tensor) -> gpu_calls.RenderedImages:
-        """Images of W+ `codes` by `generator` on the device of this GPU call (the generator is not changed), timed.
+    def run_render(self, generator: torch.nn.Module, codes: torch.Tensor,
+                   style_offsets: Sequence[np.ndarray] | None = None) -> gpu_calls.RenderedImages:
+        """Images of W+ `codes` by `generator` on the device of this GPU call (the generator is not changed), timed;
+        `style_offsets` (one (N, C) tensor per conv layer) are added to the styles.
 
         Called inside a GPU function (`pti.serving.gpu_calls`); use `render_chain` from elsewhere.
         """
@@ -500,8 +525,11 @@ class FaceEditor:
             generator = copy.deepcopy(generator).to(device)
         speed = self.speed_for(device)
         with self._speed_context(device), torch.no_grad():
+            offsets = None if style_offsets is None else [torch.as_tensor(offset, device=device)
+                                                          for offset in style_offsets]
             images = generator.synthesis(codes.to(device, torch.float32), noise_mode="const",
-                                         force_fp32=True if speed is None else speed.force_fp32)
+                                         force_fp32=True if speed is None else speed.force_fp32,
+                                         style_offsets=offsets)
         return gpu_calls.RenderedImages(tuple(tensor_to_pil(images)), time.perf_counter() - start)
 
     def paste_back(self, photo: Photo, edited: Image.Image) -> Image.Image:
@@ -615,5 +643,5 @@ class FaceEditor:
         if self._generator is None:
             return None
         if self.is_tiny:
-            return demo_library(self._generator.w_dim, self._generator.num_ws)
-        return EditLibrary.from_registry(mapper_dir=mapper_dir, device=self.device)
+            return demo_library(self._generator.w_dim, self._generator.num_ws, generator=self._generator)
+        return EditLibrary.from_registry(mapper_dir=mapper_dir, device=self.device, generator=self._generator)

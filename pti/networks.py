@@ -7,6 +7,7 @@ noise inputs, `skip` RGB architecture, `conv_clamp`, fp16 for the highest resolu
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -287,9 +288,13 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool | None = True):
-        """Apply the layer to `x` (N, in, H, W) with style input `w` (N, w_dim)."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool | None = True,
+                style_offset: torch.Tensor | None = None):
+        """Apply the layer to `x` (N, in, H, W) with style input `w` (N, w_dim); `style_offset` (N or 1, in) is added
+        to the affine's output (the layer's StyleSpace code `s`)."""
         styles = self.affine(w)
+        if style_offset is not None:
+            styles = styles + style_offset
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
@@ -386,9 +391,11 @@ class SynthesisBlock(nn.Module):
         noise_mode: str = "random",
         force_fp32: bool = False,
         fused_modconv: bool | None = None,
+        style_offsets: Sequence[torch.Tensor | None] | None = None,  # one per conv layer of the block, or None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the block on features `x` and image `img` from the previous block with its slice of W+ `ws`."""
         w_iter = iter(ws.unbind(dim=1))
+        offsets = iter(style_offsets) if style_offsets is not None else itertools.repeat(None)
         on_cuda = ws.device.type == "cuda"
         use_fp16 = self.use_fp16 and not force_fp32 and on_cuda
         dtype = torch.float16 if use_fp16 else torch.float32
@@ -400,11 +407,14 @@ class SynthesisBlock(nn.Module):
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             x = x.to(memory_format=memory_format)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           style_offset=next(offsets))
         else:
             x = x.to(dtype=dtype, memory_format=memory_format)
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           style_offset=next(offsets))
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           style_offset=next(offsets))
 
         if img is not None:
             img = upsample2d(img, self.resample_filter)
@@ -452,16 +462,66 @@ class SynthesisNetwork(nn.Module):
         noise_mode: str = "random",
         force_fp32: bool = False,
         fused_modconv: bool | None = None,
+        style_offsets: Sequence[torch.Tensor | None] | None = None,  # StyleSpace offsets, see below
     ) -> torch.Tensor:
-        """Render W+ codes `ws` (N, num_ws, w_dim) to images (N, C, R, R), float32, about [-1, 1]."""
+        """Render W+ codes `ws` (N, num_ws, w_dim) to images (N, C, R, R), float32, about [-1, 1].
+
+        `style_offsets`: one entry per conv layer (`style_layers()`, lowest resolution first; the ToRGB layers have
+        none), each None or a tensor (C,) or (N, C) added to that layer's style `s = affine(w)`: the W+ code goes
+        through the affines first, then the offsets are added (StyleSpace edits on top of W / W+ edits).
+        """
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise GeneratorInputError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {_shape(ws)}")
         if noise_mode not in NOISE_MODES:
             raise GeneratorInputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        offsets = None if style_offsets is None else self._checked_offsets(style_offsets, ws)
         x = img = None
+        first = 0
         for block, block_ws in self.blocks_with_ws(ws.to(torch.float32)):
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)
+            block_offsets = None if offsets is None else offsets[first:first + block.num_conv]
+            first += block.num_conv
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv,
+                           style_offsets=block_offsets)
         return img
+
+    def style_layers(self) -> tuple[tuple[str, SynthesisLayer], ...]:
+        """The conv layers whose styles form StyleSpace, lowest resolution first, with their names ('b4.conv1',
+        'b8.conv0', ...); the ToRGB layers are not among them. Layer i takes its w from W+ layer i."""
+        layers = []
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            layers += [(f"b{res}.{name}", getattr(block, name)) for name in ("conv0", "conv1") if hasattr(block, name)]
+        return tuple(layers)
+
+    def style_channels(self) -> tuple[int, ...]:
+        """Channels of each StyleSpace layer (its input channels), in `style_layers()` order."""
+        return tuple(layer.affine.weight.shape[0] for _, layer in self.style_layers())
+
+    def styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """The StyleSpace code of W+ codes `ws` (N, num_ws, w_dim): each conv layer's affine output (N, C)."""
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise GeneratorInputError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {_shape(ws)}")
+        styles = []
+        for block, block_ws in self.blocks_with_ws(ws.to(torch.float32)):
+            convs = [getattr(block, name) for name in ("conv0", "conv1") if hasattr(block, name)]
+            styles += [layer.affine(w) for layer, w in zip(convs, block_ws.unbind(dim=1))]
+        return styles
+
+    def _checked_offsets(self, style_offsets: Sequence[torch.Tensor | None], ws: torch.Tensor) -> list:
+        """The offsets as float32 tensors on `ws`'s device, each checked against its layer's channels."""
+        channels = self.style_channels()
+        if len(style_offsets) != len(channels):
+            raise GeneratorInputError(f"style_offsets needs one entry per conv layer ({len(channels)}), "
+                                      f"got {len(style_offsets)}")
+        checked = []
+        for index, (offset, count) in enumerate(zip(style_offsets, channels)):
+            if offset is not None:
+                if not isinstance(offset, torch.Tensor) or offset.shape not in ((count,), (ws.shape[0], count)):
+                    raise GeneratorInputError(f"style_offsets[{index}] must have shape ({count},) or "
+                                              f"({ws.shape[0]}, {count}), got {_shape(offset)}")
+                offset = offset.to(device=ws.device, dtype=torch.float32)
+            checked.append(offset)
+        return checked
 
     def blocks_with_ws(self, ws: torch.Tensor) -> Iterator[tuple[SynthesisBlock, torch.Tensor]]:
         """Each block, lowest resolution first, with its slice of `ws`: one w per conv layer and the next for its

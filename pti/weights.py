@@ -51,6 +51,7 @@ class WeightFile:
     revision: str = "main"  # branch, tag or commit
     _: KW_ONLY
     sha256: str | None = None  # hex digest the file must have (None: not known, not checked)
+    sha256_prefix: str | None = None  # where the full digest is not yet recorded: the start it must have
     size: int | None = None  # size in bytes (None: not known)
     licence: str  # terms the file comes with
     description: str  # what the file is and what uses it
@@ -60,6 +61,10 @@ class WeightFile:
             raise ValueError(f"{self.key}: repo_type must be one of {_REPO_TYPES}, not {self.repo_type!r}")
         if self.sha256 is not None and (len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef")):
             raise ValueError(f"{self.key}: sha256 must be 64 lowercase hex digits, not {self.sha256!r}")
+        if self.sha256_prefix is not None and (not 8 <= len(self.sha256_prefix) <= 64
+                                               or self.sha256_prefix.strip("0123456789abcdef")):
+            raise ValueError(f"{self.key}: sha256_prefix must be 8 to 64 lowercase hex digits, not "
+                             f"{self.sha256_prefix!r}")
         if self.size is not None and self.size <= 0:
             raise ValueError(f"{self.key}: size must be positive, not {self.size}")
 
@@ -140,6 +145,23 @@ _ENTRIES = (
         sha256="2ace1d9a8c05c10a399bcd500b8dda118f759ff1aac89dbdab7435f2136a0999", size=1_201_649_680,
         licence="MIT (encoder4editing)",
         description="e4e encoder for StyleGAN2 FFHQ (IR-SE-50, 18 styles): optional fast pivot",
+    ),
+    WeightFile(
+        "styleclip-fs3-ffhq", "AIRI-Institute/StyleFeatureEditor", "pretrained_models/fs3.npy", "model",
+        "main",  # no commit recorded yet: see README, "Text edits"
+        sha256_prefix="7260766e",  # the full sha256 is not recorded yet: see README, "Text edits"
+        size=6_193_280,
+        licence="MIT (StyleCLIP)",
+        description="StyleCLIP's FFHQ fs3 (orpatashnik/StyleCLIP global_directions/npy/ffhq/fs3.npy): float16 "
+                    "(6048, 512), one unit-norm CLIP image-space vector per style channel of the 17 conv layers; "
+                    "numpy.load(allow_pickle=False); text edits (global directions)",
+    ),
+    WeightFile(
+        "clip-vit-b-32-openai", "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors", "model",
+        "ab5b8ef490e86faa07d3523926b842c765de1de5",  # the commit that added the open_clip files
+        licence="MIT (OpenAI CLIP; the Hub repo's card says Apache-2.0)",
+        description="OpenAI's CLIP ViT-B/32 (QuickGELU) as open_clip safetensors (~605 MB, both towers); the text "
+                    "tower encodes the sentences of text edits",
     ),
     WeightFile(
         "lpips-vgg16", "timm/vgg16.tv_in1k", "model.safetensors", "model",
@@ -225,7 +247,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _verify(path: Path, entry: WeightFile) -> Path:
-    """Return `path` if its size and sha256 match `entry`; otherwise reject it with a `WeightsError`."""
+    """Return `path` if its size and sha256 (or the recorded start of it) match `entry`; else a `WeightsError`."""
     advice = f"delete it and download it again, or provide the right file with local=... or {WEIGHTS_DIR_ENV}."
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
@@ -236,6 +258,11 @@ def _verify(path: Path, entry: WeightFile) -> Path:
         if digest != entry.sha256:
             raise WeightsError(f"{entry.key}: {path} has sha256 {digest} but {entry.sha256} was expected, so it "
                                f"was rejected (not used); {advice}")
+    elif entry.sha256_prefix is not None:  # the full digest not recorded yet: its recorded start must match
+        digest = file_sha256(path)
+        if not digest.startswith(entry.sha256_prefix):
+            raise WeightsError(f"{entry.key}: {path} has sha256 {digest} but one starting {entry.sha256_prefix} was "
+                               f"expected, so it was rejected (not used); {advice}")
     return path
 
 

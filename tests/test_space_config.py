@@ -18,7 +18,7 @@ ZEROGPU_TORCH = {"2.8.0", "2.9.1", "2.10.0", "2.11.0"}
 # What the app loads at start on a Space (the e4e encoder when the e4e pivot is first used).
 PRELOADED_KEYS = {"stylegan2-ffhq-1024", "dlib-landmarks-68", "lpips-vgg16", "lpips-alexnet", "e4e-ffhq-encode"}
 # Registry files whose commit could not be looked up (the Hub is out of reach here): still on 'main'.
-NOT_YET_PINNED = {"stylegan2-ffhq-1024", "dlib-landmarks-68"}
+NOT_YET_PINNED = {"stylegan2-ffhq-1024", "dlib-landmarks-68", "styleclip-fs3-ffhq"}
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 

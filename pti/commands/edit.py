@@ -3,6 +3,11 @@
 Example: `python -m pti edit --pivot pivot.npy --weights tuned.safetensors --edit smile=2
 --edit styleclip:afro=0.1 --edit age=-1 --out edits/` writes `step_00_start.png`, `step_01_smile+2.png`,
 `step_02_styleclip-afro+0.1.png`, `step_03_age-1.png`, `strip.png` (every step side by side) and `chain.json`.
+
+Text edits (StyleCLIP global directions) are typed as `text:[NEUTRAL->]TARGET=ALPHA[,BETA]`, e.g.
+`--edit "text:a face->a smiling face=4.1,0.15"` or `--edit "text:grey hair=3"` (neutral 'a face', beta 0.15 by
+default; alpha -10..10, beta 0.08..0.3). They need fs3 and CLIP ViT-B/32 from the Hub (6 MB and 605 MB, fetched on
+first use) and the generator's per-layer std of s (computed once from --weights, then cached).
 """
 from __future__ import annotations
 
@@ -75,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "known to pti.weights.load_generator ('tiny', 'ffhq-1024', ...)")
     parser.add_argument("--edit", dest="edits", action="append", default=[], metavar="[KIND:]NAME=STRENGTH",
                         help=f"an edit, applied in the order given; KIND is one of {', '.join(KINDS)} "
-                             "(a bare NAME is interfacegan), e.g. smile=2, ganspace:smile=-6, styleclip:afro=0.1")
+                             "(a bare NAME is interfacegan), e.g. smile=2, ganspace:smile=-6, styleclip:afro=0.1; "
+                             "a text edit is text:[NEUTRAL->]TARGET=ALPHA[,BETA], e.g. "
+                             "'text:a face->a smiling face=4.1,0.15' (see above)")
     parser.add_argument("--chain", type=Path, help="replay the edits of a chain JSON (the --edit edits follow them)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--device", type=torch_device, default="cpu",
@@ -238,8 +245,8 @@ def _library(args: argparse.Namespace, G: torch.nn.Module) -> EditLibrary:
                                           ("--mapper-repo", args.mapper_repo)) if value is not None]
         if extra:
             raise EditCommandError(f"--demo-edits uses random edits only; drop {', '.join(extra)}")
-        return demo_library(G.w_dim, G.num_ws)
+        return demo_library(G.w_dim, G.num_ws, generator=G)
     return EditLibrary.from_registry(
         directions_dir=args.directions_dir, mapper_dir=args.mapper_dir, mapper_repo=args.mapper_repo,
         mapper_repo_type=args.mapper_repo_type, mapper_subfolder=args.mapper_subfolder, cache_dir=args.cache_dir,
-        device=args.device)
+        device=args.device, generator=G)

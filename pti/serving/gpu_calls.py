@@ -18,6 +18,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -98,7 +99,8 @@ def _inversion_seconds(key: str, aligned_face: "AlignedFace", settings: "Inversi
     return registered(key).gpu_seconds(settings)
 
 
-def _render_seconds(key: str, generator: torch.nn.Module, codes: torch.Tensor) -> int:
+def _render_seconds(key: str, generator: torch.nn.Module, codes: torch.Tensor,
+                    style_offsets: tuple[np.ndarray, ...] | None = None) -> int:
     """Seconds to ask for a render (same arguments as `render_codes`)."""
     return registered(key).render_gpu_seconds(int(codes.shape[0]))
 
@@ -136,10 +138,12 @@ def invert_steps(key: str, aligned_face: "AlignedFace",
 
 
 @gpu_task(duration=_render_seconds)
-def render_codes(key: str, generator: torch.nn.Module, codes: torch.Tensor) -> RenderedImages | Failure:
-    """Images of W+ `codes` (N, num_ws, w_dim) by `generator` (on the CPU; not changed) on the call's device."""
+def render_codes(key: str, generator: torch.nn.Module, codes: torch.Tensor,
+                 style_offsets: tuple[np.ndarray, ...] | None = None) -> RenderedImages | Failure:
+    """Images of W+ `codes` (N, num_ws, w_dim) by `generator` (on the CPU; not changed) on the call's device, with
+    StyleSpace `style_offsets` (one (N, C) numpy array per conv layer, computed outside: text edits) if given."""
     try:
-        return registered(key).run_render(generator, codes)
+        return registered(key).run_render(generator, codes, style_offsets)
     except Exception as error:  # noqa: BLE001 - carried back to the caller, which raises it
         return as_failure(error)
 
