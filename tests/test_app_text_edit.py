@@ -73,7 +73,8 @@ def test_a_text_edit_stacks_between_an_interfacegan_and_a_mapper_edit(url, edito
         assert captions[3].startswith("3. Random demo mapper 1")
         steps = [pixels(item) for item in third[0]]
         assert all(not np.array_equal(a, b) for a, b in zip(steps, steps[1:]))
-        assert np.array_equal(steps[1], pixels(first[0][1])) and np.array_equal(steps[2], pixels(text[0][2]))
+        # A step rendered again in a larger batch may differ by one rounding step (the batch sums in another order).
+        assert np.abs(steps[1] - pixels(first[0][1])).max() <= 1 and np.abs(steps[2] - pixels(text[0][2])).max() <= 1
         assert np.array_equal(pixels(third[2]), steps[3])
         chain = json.loads(next(Path(p) for p in third[3] if p.endswith("edit_chain.json")).read_text())
         assert chain["edits"][1] == {"kind": "text", "name": "a smiling face", "strength": 4.1, "neutral": "a face",

@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from pti.serving import gpu_calls, hardware, zerogpu
 from pti.serving.durations import Estimate, GpuDurations, InversionTimings, StepSeconds
@@ -237,3 +238,54 @@ def test_the_banner_says_how_the_fused_cuda_ops_stand(monkeypatch):
     on_zerogpu = types.SimpleNamespace(zerogpu=True, device=hardware.torch.device("cpu"),
                                        durations=GpuDurations(PRIOR, max_seconds=200))
     assert "at most 200 s" in app.serving_notes(on_zerogpu, options)[0]
+
+
+# A parent thread runs an OpenMP parallel region and forks; the child (that thread alone) runs one too, as the
+# ZeroGPU worker does when the request thread that forks it ran CPU torch work before (a text edit's CLIP pass).
+# Prints "finished" or, after FORK_WAIT_S, "hung" (and kills the child).
+FORK_SCRIPT = """
+import os, sys, time, torch
+sys.path.insert(0, {root!r})
+from pti.serving.zerogpu import fork_safe_cpu_threads
+a = torch.randn(2000, 2000); (a @ a).sum()
+pid = os.fork()
+if pid == 0:
+    if {workaround}:
+        fork_safe_cpu_threads()
+    b = torch.randn(2000, 2000); (b @ b).sum()
+    os._exit(0)
+deadline = time.monotonic() + {wait}
+while time.monotonic() < deadline:
+    if os.waitpid(pid, os.WNOHANG)[0]:
+        print("finished"); break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9); os.waitpid(pid, 0); print("hung")
+"""
+FORK_WAIT_S = 15  # the child's product takes well under a second when it runs at all
+
+
+def fork_after_openmp(workaround: bool, monkeypatch) -> str:
+    """Run FORK_SCRIPT in a fresh interpreter (on ZeroGPU by its environment variable); what it printed."""
+    import subprocess
+    from pathlib import Path
+
+    monkeypatch.setenv(zerogpu.ZEROGPU_ENV_VAR, "true")
+    script = FORK_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), workaround=workaround,
+                                wait=FORK_WAIT_S)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+@pytest.mark.upstream
+@pytest.mark.skipif(not torch.backends.openmp.is_available() or torch.get_num_threads() < 2,
+                    reason="needs torch with OpenMP and at least two CPU threads")
+def test_stock_torch_hangs_in_a_child_forked_after_an_openmp_region(monkeypatch):
+    """Fails once PyTorch makes OpenMP fork-safe: then `fork_safe_cpu_threads` can go
+    (docs/upstream/torch-openmp-fork.md)."""
+    assert fork_after_openmp(False, monkeypatch) == "hung"
+
+
+def test_a_gpu_function_thread_in_a_forked_worker_does_not_hang(monkeypatch):
+    assert fork_after_openmp(True, monkeypatch) == "finished"

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from pti.progress import Progress
-from pti.serving.zerogpu import gpu_task
+from pti.serving.zerogpu import fork_safe_cpu_threads, gpu_task
 
 if TYPE_CHECKING:
     from alignment import AlignedFace
@@ -120,6 +120,7 @@ def invert_steps(key: str, aligned_face: "AlignedFace",
 
     def run() -> None:
         try:
+            fork_safe_cpu_threads()
             outcome.append(registered(key).run_inversion(aligned_face, settings, report))
         except Exception as error:  # noqa: BLE001 - carried back to the caller, which raises it
             outcome.append(as_failure(error))
@@ -143,6 +144,7 @@ def render_codes(key: str, generator: torch.nn.Module, codes: torch.Tensor,
     """Images of W+ `codes` (N, num_ws, w_dim) by `generator` (on the CPU; not changed) on the call's device, with
     StyleSpace `style_offsets` (one (N, C) numpy array per conv layer, computed outside: text edits) if given."""
     try:
+        fork_safe_cpu_threads()
         return registered(key).run_render(generator, codes, style_offsets)
     except Exception as error:  # noqa: BLE001 - carried back to the caller, which raises it
         return as_failure(error)

@@ -32,6 +32,15 @@ def gpu_task(duration: int | Callable[..., int]) -> Callable[[F], F]:
     return spaces.GPU(duration=duration)
 
 
+def fork_safe_cpu_threads() -> None:
+    """On ZeroGPU, run this thread's CPU ops on one thread. The GPU worker is forked from the app's process, and a
+    child forked after its parent ran an OpenMP parallel region hangs at its first own one (GNU libgomp is not
+    fork-safe: docs/upstream/torch-openmp-fork.md). The worker computes on the GPU, so one CPU thread costs little.
+    Call it first in every thread of a GPU function that runs torch ops; elsewhere it does nothing."""
+    if on_zerogpu() and torch.backends.openmp.is_available():
+        torch.set_num_threads(1)
+
+
 def gpu_call_device(holding_device: torch.device) -> torch.device:
     """The device a GPU function computes on: on ZeroGPU the worker's GPU (the CPU where CUDA is not usable there,
     as in tests), elsewhere the device the models are held on."""
