@@ -6,6 +6,7 @@ once without mixing, and bad inputs come back as readable messages (no traceback
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -21,12 +22,14 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 from hub_server import FakeHub
+from test_oracles import package_lpips
 from PIL import Image
 from tiny_e4e import save_released_layout, tiny_e4e
 
 import app
-from pti.images import tensor_to_pil
+from pti.images import pil_to_tensor, tensor_to_pil
 from pti.tuning import TunedGenerator
+from pti.generator_io import load_generator_file
 from pti.weights import load_generator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -107,6 +110,30 @@ def run_flow(url: str, photo: Path, edits: list[tuple[str, float]]) -> dict:
         raise
 
 
+def assert_reported_metrics_are_the_images(status, pivot, tuned, aligned, files, editor):
+    """The LPIPS and MSE in the status line and the labels, recomputed with the lpips package's LPIPS from the
+    renderings of the downloaded pivot (original generator) and tuned weights (they are the images shown, before
+    rounding to PNG) against the aligned face at the generator's size."""
+    numbers = re.search(r"pivot ([\d.]+) / ([\d.]+), PTI ([\d.]+) / ([\d.]+)", status)
+    assert numbers, status
+    reported = {"pivot": tuple(map(float, numbers.group(1, 2))), "tuned": tuple(map(float, numbers.group(3, 4)))}
+    by_name = {Path(path).name: Path(path) for path in files}
+    ws = torch.from_numpy(np.load(by_name["pivot.npy"]))[:, None].repeat(1, 8, 1)
+    generators = {"pivot": load_generator("tiny"), "tuned": load_generator_file(by_name["tuned.safetensors"])}
+    network = package_lpips(editor._require_pipeline().lpips_alex)
+    target = pil_to_tensor(aligned, size=32)
+    recomputed = {}
+    for name, shown in (("pivot", pivot), ("tuned", tuned)):
+        with torch.no_grad():
+            rendering = generators[name].synthesis(ws, noise_mode="const", force_fp32=True)
+        assert np.array_equal(pixels(tensor_to_pil(rendering)[0]), pixels(image(shown)))
+        recomputed[name] = (network(rendering, target).item(), float(((rendering - target) ** 2).mean()))
+        assert reported[name][0] == pytest.approx(recomputed[name][0], abs=6e-4), (name, reported, recomputed)
+        assert reported[name][1] == pytest.approx(recomputed[name][1], abs=6e-5), (name, reported, recomputed)
+        assert f"LPIPS {reported[name][0]:.3f} · MSE {reported[name][1]:.4f}" in shown["label"]
+    assert abs(recomputed["pivot"][0] - recomputed["tuned"][0]) > 2e-3  # a swap of the two would show
+
+
 def test_photo_to_pasted_back_through_the_client(url, editor):
     flow = run_flow(url, ASTRONAUT, [("interfacegan:age", 2.0), ("interfacegan:smile", -1.5)])
     client = flow["client"]
@@ -124,6 +151,7 @@ def test_photo_to_pasted_back_through_the_client(url, editor):
         assert "Inverted in" in status and "LPIPS" in status and "MSE" in status
         assert image(pivot).size == (32, 32) and image(tuned).size == (32, 32)
         assert "LPIPS" in pivot["label"] and "MSE" in tuned["label"]
+        assert_reported_metrics_are_the_images(status, pivot, tuned, aligned, files, editor)
         assert [item["caption"] for item in gallery] == ["0. start: PTI reconstruction"]
         assert np.array_equal(pixels(image(gallery[0])), pixels(image(tuned)))
 
