@@ -381,3 +381,12 @@ def test_locality_codes_are_the_official_ones(G, identities):
     direction = F.normalize((w_z - pivot_ws.repeat_interleave(3, dim=0)).flatten(1), dim=1)
     moved = F.normalize((codes - pivot_ws.repeat_interleave(3, dim=0)).flatten(1), dim=1)
     torch.testing.assert_close(moved, direction, rtol=1e-5, atol=1e-5)
+
+
+def test_locality_interval_samples_and_truncation_reach_the_tuning(G, identities, alex):
+    """Regularised on updates 0, 2, 4 (interval 2), 3 codes each, w_z truncated at 0.8: as the reference."""
+    targets, pivots = identities
+    config = dataclasses.replace(TUNE, num_steps=5, locality=LocalityConfig(interval=2, num_samples=3,
+                                                                           truncation_psi=0.8, alpha=12.0))
+    _, history = assert_tuning_matches(G, targets[:1], pivots[:1], config, alex, seed=4)
+    assert [value > 0 for value in history[:, 2].tolist()] == [False, False, True, False, True]

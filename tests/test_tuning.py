@@ -131,6 +131,26 @@ def test_save_and_load_round_trip_bit_exactly(G, identities, tuned_pair, tmp_pat
     assert all(torch.equal(a.w, b.w) for a, b in zip(loaded.pivots, several.pivots))
 
 
+def test_load_refuses_pivots_that_do_not_match_their_recorded_sources(G, identities, tuned_pair, tmp_path):
+    """A pivots file swapped for one with another number of pivots than the weights file recorded sources for."""
+    from pti.tuning import TunedGeneratorFileError
+
+    tuned = tuned_pair["with"]
+    two = TunedGenerator(generator=tuned.generator, pivots=(tuned.pivots[0], Pivot(
+        w=torch.zeros(1, G.num_ws, G.w_dim), num_ws=G.num_ws, source="e4e")))
+    saved = two.save(tmp_path / "two")
+    np.savez(saved.pivots, **{f"pivot_{i}": np.zeros((1, G.w_dim), np.float32) for i in range(3)})
+    with pytest.raises(TunedGeneratorFileError, match="3 pivots but 2 recorded sources"):
+        TunedGenerator.load(tmp_path / "two")
+    saved.pivots.unlink()  # the weights of two identities next to the pivot file of one
+    np.save(tmp_path / "two" / "pivot.npy", np.zeros((1, G.w_dim), np.float32))
+    with pytest.raises(TunedGeneratorFileError, match="1 pivots but 2 recorded sources"):
+        TunedGenerator.load(tmp_path / "two")
+    (tmp_path / "two" / "pivot.npy").unlink()
+    with pytest.raises(TunedGeneratorFileError, match="no pivot.npy or pivots.npz"):
+        TunedGenerator.load(tmp_path / "two")
+
+
 def test_load_reports_missing_files(tmp_path):
     from pti.tuning import TunedGeneratorFileError
 
