@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -146,15 +145,30 @@ def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
     assert all(p.losses for p in progress)
 
 
-def test_closing_invert_steps_stops_the_run(editor, photo):
+def test_closing_invert_steps_stops_the_run(editor, photo, monkeypatch):
+    """Closing stops the run at its next step (the first report after the close answers 'stop', and is its last)."""
+    answers = []
+    run_inversion = editor.run_inversion
+
+    def recording(aligned_face, settings, progress_callback):
+        def callback(progress):
+            answer = progress_callback(progress)
+            answers.append((progress.phase, bool(answer)))
+            return answer
+        return run_inversion(aligned_face, settings, callback)
+
+    monkeypatch.setattr(editor, "run_inversion", recording)
     long_run = dataclasses.replace(QUICK, projection_steps=500, tuning_steps=500)
     steps = editor.invert_steps(photo.aligned, long_run)
     first = next(steps)
     assert isinstance(first, Progress) and first.phase == "projection"
-    started = time.monotonic()
-    steps.close()
-    assert time.monotonic() - started < 20  # within a step or two, not 1000 steps
+    closer = threading.Thread(target=steps.close)  # close() waits for the run to end
+    closer.start()
+    closer.join(timeout=300)
+    assert not closer.is_alive(), "closing did not end the run within 300 s"
     assert not any(thread.name == "pti-invert" and thread.is_alive() for thread in threading.enumerate())
+    assert answers[-1] == ("projection", True) and [stop for _, stop in answers].count(True) == 1
+    assert len(answers) < 500  # stopped in the projection, not after its 500 steps
 
 
 def test_errors_in_the_worker_reach_the_caller(editor):
