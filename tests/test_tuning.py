@@ -151,6 +151,23 @@ def test_load_refuses_pivots_that_do_not_match_their_recorded_sources(G, identit
         TunedGenerator.load(tmp_path / "two")
 
 
+def test_save_makes_its_folders_writes_again_and_keeps_float32(tuned_pair, tmp_path):
+    tuned = tuned_pair["with"]
+    first = tuned.save(tmp_path / "new" / "nested")  # folders that do not exist yet
+    again = tuned.save(tmp_path / "new" / "nested")  # and again into the same, existing folder
+    assert (again.weights, again.pivots) == (first.weights, first.pivots)
+    assert np.load(first.pivots).dtype == np.float32
+    loaded = TunedGenerator.load(tmp_path / "new" / "nested")
+    assert loaded.pivots[0].w.dtype == torch.float32
+
+
+def test_to_moves_the_generator_and_returns_itself(tuned_pair):
+    tuned = tuned_pair["with"]
+    moved = TunedGenerator(generator=copy.deepcopy(tuned.generator), pivots=tuned.pivots)
+    assert moved.to("meta") is moved
+    assert all(p.device.type == "meta" for p in moved.generator.parameters())
+
+
 def test_load_reports_missing_files(tmp_path):
     from pti.tuning import TunedGeneratorFileError
 
