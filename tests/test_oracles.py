@@ -390,3 +390,28 @@ def test_locality_interval_samples_and_truncation_reach_the_tuning(G, identities
                                                                            truncation_psi=0.8, alpha=12.0))
     _, history = assert_tuning_matches(G, targets[:1], pivots[:1], config, alex, seed=4)
     assert [value > 0 for value in history[:, 2].tolist()] == [False, False, True, False, True]
+
+
+def test_area_downsampling_is_the_block_mean():
+    """LPIPS on large images sees them area-downsampled: each output pixel the mean of its block."""
+    from pti.losses import downsample_area
+
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    blocks = images.reshape(2, 3, 16, 4, 16, 4).mean(dim=(3, 5))
+    torch.testing.assert_close(downsample_area(images, 16), blocks)
+    assert downsample_area(images, 64) is images and downsample_area(images, 128) is images
+    assert downsample_area(images, None) is images
+
+
+def test_noise_penalty_and_renormalisation_written_out():
+    """The pyramid penalty down to 8 x 8 px, on buffers of several sizes; renormalised buffers: mean 0, variance 1."""
+    from pti.losses import noise_regularization, normalize_noise_
+
+    rng = torch.Generator().manual_seed(3)
+    buffers = [F.avg_pool2d(torch.randn(1, 1, size + 2, size + 2, generator=rng), 3, stride=1)[0, 0] * 3 + 1
+               for size in (4, 8, 32)]
+    assert noise_regularization(buffers).item() == pytest.approx(float(noise_penalty(buffers)), rel=1e-6)
+    assert noise_regularization([]).item() == 0.0
+    normalize_noise_(buffers)
+    for buffer in buffers:
+        assert abs(buffer.mean().item()) < 1e-6 and buffer.square().mean().item() == pytest.approx(1.0, abs=1e-5)
