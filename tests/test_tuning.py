@@ -217,9 +217,17 @@ def test_early_stop(G, identities, alex):
     assert stopped.steps_run == 0 and stopped.changed_parameters(G) == {}
 
 
+def test_default_lpips_is_the_pretrained_alexnet_on_the_tuning_device(G, identities, alex, monkeypatch):
+    targets, pivots = identities
+    asked = []
+    monkeypatch.setattr(pti.tuning, "build_lpips", lambda *args, **kwargs: asked.append((args, kwargs)) or alex)
+    pivotal_tune(G, targets[:1], pivots[0], dataclasses.replace(QUICK, num_steps=1))
+    assert asked == [(("alex",), {"device": torch.device("cpu")})]
+
+
 def test_bad_inputs_raise_clear_errors(G, identities, alex):
     targets, pivots = identities
-    with pytest.raises(TargetError, match="2 target"):
+    with pytest.raises(TargetError, match=r"^2 target\(s\) but 1 pivot\(s\): give one pivot per target$"):
         pivotal_tune(G, targets, pivots[:1], QUICK, lpips=alex)
     with pytest.raises(ValueError, match="4 W\\+ layers"):
         pivotal_tune(G, targets[:1], Pivot(w=torch.zeros(1, 4, G.w_dim), num_ws=4), QUICK, lpips=alex)
