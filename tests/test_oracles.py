@@ -243,7 +243,7 @@ def reference_tuning(G, targets, pivots, config, network, seed):
     updates = config.num_steps * count if per_identity else config.num_steps
     locality = config.locality
     rng = torch.Generator().manual_seed(seed)  # seeding contract: the z of each regularised update, in order
-    history = []
+    history, renders = [], []
     for update in range(updates):
         chosen = [update % count] if per_identity else list(range(count))
         ws, wanted = pivot_ws[chosen], targets[chosen]
@@ -272,7 +272,9 @@ def reference_tuning(G, targets, pivots, config, network, seed):
         gradients = torch.autograd.grad(loss, list(parameters.values()))
         adam.step(gradients, config.learning_rate)
         history.append([float(v.detach()) for v in (lpips_values.mean(), l2_values.mean(), locality_loss, loss)])
-    return torch.tensor(history, dtype=torch.float64).reshape(-1, 4), {n: p.detach() for n, p in parameters.items()}
+        renders.append(torch.cat(list(images.detach()), dim=-1))  # the identities side by side
+    history = torch.tensor(history, dtype=torch.float64).reshape(-1, 4)
+    return history, {n: p.detach() for n, p in parameters.items()}, renders
 
 
 @pytest.fixture(scope="module")
@@ -284,16 +286,35 @@ def identities(G):
     return targets, [Pivot(w=row, num_ws=G.num_ws) for row in w.split(1)]
 
 
-TUNE = TuningConfig(num_steps=2, learning_rate=3e-3, early_stop_lpips=None, preview_every=0)
+TUNE = TuningConfig(num_steps=2, learning_rate=3e-3, early_stop_lpips=None, preview_every=1)
+
+
+def assert_reports_match(reports, history, renders, config, count):
+    """One progress report per update: its step, the identity it used, its losses as recorded, the identities'
+    renderings (before the update) side by side as its preview."""
+    per_identity = config.multi_id_schedule == "per_identity" and count > 1
+    updates = config.num_steps * count if per_identity else config.num_steps
+    assert [(r.phase, r.step, r.total) for r in reports] == [("tuning", i + 1, updates) for i in range(len(history))]
+    for update, (report, row, render) in enumerate(zip(reports, history.tolist(), renders)):
+        assert report.identity == (update % count if per_identity else None)
+        regularised = config.locality.enabled and config.locality.weight > 0 and update % config.locality.interval == 0
+        expected = {"lpips": row[0], "l2": row[1], "loss": row[3], **({"locality": row[2]} if regularised else {})}
+        assert report.losses == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        preview = np.asarray(report.preview, dtype=np.int16)
+        reference = ((render.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.int16)
+        assert preview.shape == reference.shape and np.abs(preview - reference).max() <= 1
 
 
 def assert_tuning_matches(G, targets, pivots, config, alex, seed=0):
     ours, network = alex
     seeded = {} if seed == 0 else {"seed": seed}  # seed 0: the default
-    tuned = pivotal_tune(G, targets, pivots, config, lpips=ours, **seeded)
-    history, parameters = reference_tuning(G, targets, pivots, config, network, seed)
+    reports = []
+    tuned = pivotal_tune(G, targets, pivots, config, lpips=ours, callback=reports.append, **seeded)
+    history, parameters, renders = reference_tuning(G, targets, pivots, config, network, seed)
     recorded = torch.stack([tuned.loss_history[k] for k in ("lpips", "l2", "locality", "loss")], dim=1).double()
     torch.testing.assert_close(recorded, history, rtol=1e-4, atol=1e-6)
+    assert_reports_match(reports, history, renders, config, len(pivots))
+    assert tuned.pivots == tuple(pivots) and not any(p.requires_grad for p in tuned.generator.parameters())
     # Adam moves each weight by about the learning rate whatever its gradient's size, so where a gradient is near
     # Adam's eps, float rounding (batched against single renders) moves a weight by a fair part of that: every
     # weight within a tenth of a step, and on average within a thousandth.

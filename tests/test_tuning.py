@@ -225,6 +225,30 @@ def test_default_lpips_is_the_pretrained_alexnet_on_the_tuning_device(G, identit
     assert asked == [(("alex",), {"device": torch.device("cpu")})]
 
 
+def test_pivots_and_targets_in_every_accepted_form(G, identities):
+    from pti.images import tensor_to_pil
+    from pti.tuning import _as_pivots, _as_targets
+
+    targets, pivots = identities
+    w = torch.cat([p.w for p in pivots])  # (2, w_dim)
+    for given, shapes in ((w[0], [(1, G.w_dim)]), (w, [(1, G.w_dim)] * 2),
+                          (pivots[0].ws.repeat(2, 1, 1), [(1, G.num_ws, G.w_dim)] * 2), (pivots[1], [(1, G.w_dim)]),
+                          ([w[:1], pivots[1]], [(1, G.w_dim)] * 2)):
+        result = _as_pivots(given, G.num_ws)
+        assert [tuple(p.w.shape) for p in result] == shapes and all(p.num_ws == G.num_ws for p in result)
+    loaded = _as_pivots(w, G.num_ws)
+    assert [p.source for p in loaded] == ["loaded", "loaded"] and torch.equal(loaded[1].w, w[1:])
+    assert loaded[0].w.dtype == torch.float32 and not loaded[0].w.requires_grad
+    assert _as_pivots(pivots[1], G.num_ws)[0] is pivots[1]
+    with pytest.raises(ValueError, match=r"^a pivot for a generator with 4 W\+ layers given to one with 8$"):
+        _as_pivots(Pivot(w=torch.zeros(1, 4, G.w_dim), num_ws=4), G.num_ws)
+    assert torch.equal(_as_targets(targets, 32), targets)
+    assert torch.equal(_as_targets(targets[:1], 32), targets[:1])
+    assert torch.equal(_as_targets([targets[0:1], targets[1:2]], 32), targets)
+    from_image = _as_targets(tensor_to_pil(targets[:1])[0], 32)
+    assert from_image.shape == (1, 3, 32, 32) and (from_image - targets[:1]).abs().max() <= 1 / 127.5 + 1e-6
+
+
 def test_bad_inputs_raise_clear_errors(G, identities, alex):
     targets, pivots = identities
     with pytest.raises(TargetError, match=r"^2 target\(s\) but 1 pivot\(s\): give one pivot per target$"):
