@@ -168,6 +168,29 @@ def test_to_moves_the_generator_and_returns_itself(tuned_pair):
     assert all(p.device.type == "meta" for p in moved.generator.parameters())
 
 
+def test_load_without_recorded_sources_refuses_pickles_and_stays_frozen(G, tmp_path):
+    """Weights written without the pivot sources (e.g. by `save_generator` alone): the pivots are 'loaded'; a pivot
+    file holding pickled objects is refused; the loaded generator is frozen."""
+    from pti.generator_io import save_generator
+
+    save_generator(G, tmp_path / "tuned.safetensors")
+    np.save(tmp_path / "pivot.npy", np.ones((1, G.w_dim), np.float32))
+    loaded = TunedGenerator.load(tmp_path)
+    assert [p.source for p in loaded.pivots] == ["loaded"] and loaded.pivots[0].w.shape == (1, G.w_dim)
+    assert not any(p.requires_grad for p in loaded.generator.parameters())
+    (tmp_path / "pivot.npy").unlink()
+    np.savez(tmp_path / "pivots.npz", pivot_0=np.zeros((1, G.w_dim), np.float32), pivot_1=np.ones((1, G.w_dim)))
+    assert [p.source for p in TunedGenerator.load(tmp_path).pivots] == ["loaded", "loaded"]
+    (tmp_path / "pivots.npz").unlink()
+    np.save(tmp_path / "pivot.npy", np.array([{"not": "numbers"}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        TunedGenerator.load(tmp_path)
+    (tmp_path / "pivot.npy").unlink()
+    np.savez(tmp_path / "pivots.npz", pivot_0=np.array([{"not": "numbers"}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        TunedGenerator.load(tmp_path)
+
+
 def test_load_reports_missing_files(tmp_path):
     from pti.tuning import TunedGeneratorFileError
 
