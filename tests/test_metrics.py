@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import warnings
 
 import lpips as lpips_package
@@ -87,6 +88,38 @@ def test_pretrained_backbone_is_read_from_the_resolved_file(monkeypatch, tmp_pat
     save_file(tensors, str(path))
     with pytest.raises(weights.WeightsError, match="missing tensor 'features.3.weight'"):
         build_lpips("alex", pretrained=True)
+
+
+def test_pretrained_backbone_from_a_torch_file_read_safely(monkeypatch, tmp_path):
+    """A `.pt` / `.pth` state dict works as the safetensors file does; anything but a dict of tensors is refused, and
+    a pickled object is never executed (weights_only); a tensor of the wrong shape is named."""
+    source = build_lpips("alex", pretrained=False, seed=9)
+    tensors = {f"features.{name.split('.', 2)[1]}.{name.split('.', 2)[2]}": p.detach().clone()
+               for name, p in source.network.net.named_parameters()}
+    path = tmp_path / "alexnet.pth"
+    torch.save(tensors, path)
+    monkeypatch.setattr(weights, "resolve", lambda key, local=None: path)
+    a, b = random_images(1, 64, 7), random_images(1, 64, 8)
+    assert torch.equal(build_lpips("alex", pretrained=True)(a, b), source(a, b))
+
+    torch.save([tensors["features.0.weight"]], path)
+    with pytest.raises(weights.WeightsError, match=r"alexnet\.pth: expected a state dict of tensors, found list"):
+        build_lpips("alex", pretrained=True)
+    path.write_bytes(pickle.dumps(ExecutedOnLoad(), protocol=2))
+    with pytest.raises(pickle.UnpicklingError):
+        build_lpips("alex", pretrained=True)
+    wrong = dict(tensors, **{"features.3.weight": torch.zeros(2, 2)})
+    torch.save(wrong, path)
+    with pytest.raises(weights.WeightsError, match=r"alexnet\.pth: tensor 'features\.3\.weight' has shape \(2, 2\), "
+                                                   r"expected \(192, 64, 5, 5\)"):
+        build_lpips("alex", pretrained=True)
+
+
+class ExecutedOnLoad:
+    """A pickled object whose loading would run code (it must be refused, not run)."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
 
 
 def test_unknown_lpips_network():
