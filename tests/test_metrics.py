@@ -115,6 +115,20 @@ def test_pretrained_backbone_from_a_torch_file_read_safely(monkeypatch, tmp_path
         build_lpips("alex", pretrained=True)
 
 
+def test_build_lpips_defaults_pretrained_vgg_seed_0_and_passes_the_local_file(monkeypatch, tmp_path):
+    source = build_lpips("vgg", pretrained=False, seed=3)
+    path = tmp_path / "vgg.safetensors"
+    save_file({f"features.{name.split('.', 2)[1]}.{name.split('.', 2)[2]}": p.detach().clone()
+               for name, p in source.network.net.named_parameters()}, str(path))
+    asked = []
+    monkeypatch.setattr(weights, "resolve", lambda key, local=None: asked.append((key, local)) or path)
+    assert build_lpips().net_name == "vgg" and asked == [("lpips-vgg16", None)]
+    build_lpips("vgg", backbone_path="my/vgg.safetensors")
+    assert asked[-1] == ("lpips-vgg16", "my/vgg.safetensors")
+    default, zero = build_lpips("alex", pretrained=False), build_lpips("alex", pretrained=False, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), zero.state_dict().values()))
+
+
 class ExecutedOnLoad:
     """A pickled object whose loading would run code (it must be refused, not run)."""
 
