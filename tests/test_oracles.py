@@ -142,8 +142,8 @@ def reference_projection(G, target, config, network, seed):
         w_noise = torch.randn(w_opt.shape, generator=step_rng) * w_noise_scale
         ws = (w_opt + w_noise)[:, None, :].repeat(1, G.num_ws, 1)
         images = G_work.synthesis(ws, noise_mode="const", force_fp32=True)
-        assert images.shape[-1] <= 256  # the tiny generator: no area downsampling before VGG
-        dist = lpips_distance(network, images, target).sum()
+        dist = lpips_distance(network, area(images, config.lpips_resolution),
+                              area(target, config.lpips_resolution)).sum()
         reg = noise_penalty(buffers)
         loss = dist + config.noise_regularize_weight * reg
         gradients = torch.autograd.grad(loss, [w_opt] + buffers)
@@ -161,13 +161,14 @@ def one_target(G):
     return out_of_domain_targets(G, 1)[0]
 
 
-@pytest.mark.parametrize("w_avg_source", ["samples", "buffer"])
-def test_projection_steps_match_the_reference_projector(G, one_target, vgg, w_avg_source):
-    """Every recorded loss term and the final w of 8 projection steps equal Karras et al.'s projector's."""
+@pytest.mark.parametrize("w_avg_source, lpips_resolution", [("samples", 256), ("buffer", 256), ("samples", 16)])
+def test_projection_steps_match_the_reference_projector(G, one_target, vgg, w_avg_source, lpips_resolution):
+    """Every recorded loss term and the final w of 8 projection steps equal Karras et al.'s projector's (LPIPS on
+    images area-downsampled to lpips_resolution when they are larger)."""
     ours, network = vgg
     config = ProjectionConfig(num_steps=8, learning_rate=0.05, w_avg_samples=200, w_avg_source=w_avg_source,
                               lr_rampup_fraction=0.25, lr_rampdown_fraction=0.25, noise_ramp_fraction=0.5,
-                              initial_noise_factor=0.05, preview_every=0)
+                              initial_noise_factor=0.05, preview_every=0, lpips_resolution=lpips_resolution)
     pivot = project_w(G, one_target, config, lpips=ours, seed=3)
     history, w = reference_projection(G, one_target, config, network, seed=3)
     recorded = torch.stack([pivot.loss_history[k] for k in ("lpips", "noise_reg", "loss")], dim=1).double()
@@ -181,7 +182,7 @@ def test_projection_without_noise_optimisation_keeps_noise_out(G, one_target, vg
     ours, network = vgg
     config = ProjectionConfig(num_steps=3, learning_rate=0.05, w_avg_samples=100, optimize_noise=False,
                               lr_rampup_fraction=0.0, initial_noise_factor=0.0, preview_every=0)
-    pivot = project_w(G, one_target, config, lpips=ours, seed=0)
+    pivot = project_w(G, one_target, config, lpips=ours)  # the default seed, 0
     assert torch.equal(pivot.loss_history["noise_reg"], torch.zeros(3))
     torch.testing.assert_close(pivot.loss_history["loss"], pivot.loss_history["lpips"])
     # step 0 from the W mean of the first 100 mapped samples, G's own constant noise
@@ -456,3 +457,16 @@ def test_noise_penalty_and_renormalisation_written_out():
     normalize_noise_(buffers)
     for buffer in buffers:
         assert abs(buffer.mean().item()) < 1e-6 and buffer.square().mean().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_projection_refuses_conditional_generators_and_defaults_to_pretrained_vgg(G, one_target, vgg, monkeypatch):
+    from types import SimpleNamespace
+
+    import pti.projector
+
+    with pytest.raises(ValueError, match=r"^only unconditional generators can be projected into \(c_dim is 3\)$"):
+        project_w(SimpleNamespace(c_dim=3), one_target)
+    asked = []
+    monkeypatch.setattr(pti.projector, "build_lpips", lambda *args, **kwargs: asked.append((args, kwargs)) or vgg[0])
+    project_w(G, one_target, ProjectionConfig(num_steps=1, w_avg_samples=10, preview_every=0))
+    assert asked == [(("vgg",), {"device": torch.device("cpu")})]
