@@ -248,7 +248,8 @@ def format_seconds(seconds: float) -> str:
         return f"{seconds} s"
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    minutes = round(seconds / 60)  # to the nearest minute, as a person reads a clock
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def describe_progress(progress: Progress, pivot: str = "w") -> str:

@@ -9,9 +9,13 @@ import pytest
 import torch
 from conftest import FACES_DIR
 from PIL import Image
+from test_metrics import library_ms_ssim
+from test_oracles import package_lpips
 from tiny_e4e import save_released_layout, tiny_e4e
 
 from pti.cli import main as run_cli
+from pti.images import pil_to_tensor, tensor_to_pil
+from pti.losses import build_lpips
 from pti.tuning import TunedGenerator
 from pti.weights import load_generator
 
@@ -30,6 +34,29 @@ def e4e_checkpoint(tmp_path_factory):
     path.unlink()
 
 
+def assert_metrics_are_the_outputs(out, report, tuned):
+    """metrics.json recomputed from the written files: the pivot rendered by the original and the tuned generator
+    (the PNGs are these renderings rounded) against aligned.png at the generator's size; LPIPS with the lpips
+    package (the CLI's random AlexNet backbone, seed 0), MS-SSIM from pytorch-msssim's per-scale terms."""
+    target = pil_to_tensor(Image.open(out / "aligned.png"), size=32)
+    network = package_lpips(build_lpips("alex", pretrained=False))
+    renderings = {"w_projection": render(load_generator("tiny"), tuned.pivots[0].ws),
+                  "pti": tuned.render(tuned.pivots[0])}
+    for row, png in (("w_projection", "pivot_original.png"), ("pti", "pivot_tuned.png")):
+        rendering = renderings[row]
+        assert np.array_equal(np.asarray(Image.open(out / png).convert("RGB")),
+                              np.asarray(tensor_to_pil(rendering)[0]))
+        assert report[row]["mse"] == pytest.approx(float(((rendering - target) ** 2).mean()), rel=1e-5)
+        assert report[row]["lpips"] == pytest.approx(network(rendering, target).item(), rel=1e-5)
+        assert report[row]["ms_ssim"] == pytest.approx(library_ms_ssim(rendering, target, 2).item(), abs=1e-5)
+    assert report["pti"]["mse"] < report["w_projection"]["mse"]
+
+
+def render(G, ws):
+    with torch.no_grad():
+        return G.synthesis(ws, noise_mode="const", force_fp32=True)
+
+
 def test_invert_writes_every_output(tmp_path, quick_options, capsys):
     out = tmp_path / "result"
     assert run_cli(["invert", str(FACES_DIR / "astronaut.png"), "--out", str(out), *quick_options]) == 0
@@ -45,6 +72,7 @@ def test_invert_writes_every_output(tmp_path, quick_options, capsys):
     assert report["config"]["tuning"]["locality"]["enabled"] is True
     tuned = TunedGenerator.load(out)
     assert np.array_equal(tuned.pivots[0].w.numpy(), np.load(out / "pivot.npy"))
+    assert_metrics_are_the_outputs(out, report, tuned)
     captured = capsys.readouterr()
     assert "[projection] step 3/3" in captured.err and "[tuning] step 3/3" in captured.err
     assert "W projection (" in captured.out and "PTI: MSE" in captured.out and "MSE: pixels in [-1, 1]" in captured.out

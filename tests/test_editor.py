@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_oracles import package_lpips
 from tiny_e4e import tiny_e4e
 
 from alignment import ImageInputError, NoFaceError
@@ -118,10 +118,12 @@ def test_inversion_gives_its_own_cpu_generator_and_true_metrics(editor, photo, i
     with torch.no_grad():
         renders = {"pivot": editor.generator.synthesis(inversion.pivot.ws, noise_mode="const", force_fp32=True),
                    "tuned": inversion.tuned.render(inversion.pivot)}
+    reference_lpips = package_lpips(editor._require_pipeline().lpips_alex)  # the lpips package's own forward
     for name, render in (("pivot", inversion.pivot_render), ("tuned", inversion.tuned_render)):
         assert abs(float(((renders[name] - target) ** 2).mean()) - render.mse) < 1e-5
         assert np.array_equal(np.asarray(render.image), np.asarray(tensor_to_pil(renders[name])[0]))
-        assert render.lpips > 0
+        assert render.lpips == pytest.approx(reference_lpips(renders[name], target).item(), rel=1e-5, abs=1e-7)
+    assert inversion.tuned_render.lpips != inversion.pivot_render.lpips
     assert inversion.settings == QUICK and inversion.seconds > 0
 
 
@@ -143,21 +145,37 @@ def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
     assert all(p.losses for p in progress)
 
 
-def test_closing_invert_steps_stops_the_run(editor, photo):
+def test_closing_invert_steps_stops_the_run(editor, photo, monkeypatch):
+    """Closing stops the run at its next step (the first report after the close answers 'stop', and is its last)."""
+    answers = []
+    run_inversion = editor.run_inversion
+
+    def recording(aligned_face, settings, progress_callback):
+        def callback(progress):
+            answer = progress_callback(progress)
+            answers.append((progress.phase, bool(answer)))
+            return answer
+        return run_inversion(aligned_face, settings, callback)
+
+    monkeypatch.setattr(editor, "run_inversion", recording)
     long_run = dataclasses.replace(QUICK, projection_steps=500, tuning_steps=500)
     steps = editor.invert_steps(photo.aligned, long_run)
     first = next(steps)
     assert isinstance(first, Progress) and first.phase == "projection"
-    started = time.monotonic()
-    steps.close()
-    assert time.monotonic() - started < 20  # within a step or two, not 1000 steps
+    closer = threading.Thread(target=steps.close)  # close() waits for the run to end
+    closer.start()
+    closer.join(timeout=300)
+    assert not closer.is_alive(), "closing did not end the run within 300 s"
     assert not any(thread.name == "pti-invert" and thread.is_alive() for thread in threading.enumerate())
+    assert answers[-1] == ("projection", True) and [stop for _, stop in answers].count(True) == 1
+    assert len(answers) < 500  # stopped in the projection, not after its 500 steps
 
 
 def test_errors_in_the_worker_reach_the_caller(editor):
-    with pytest.raises(Exception) as raised:
+    """The worker's own error, as itself (type and message), with the worker's traceback as a note."""
+    with pytest.raises(TypeError, match="invert needs an AlignedFace .* got str") as raised:
         list(editor.invert_steps("not an aligned face", QUICK))
-    assert not isinstance(raised.value, StopIteration)
+    assert "raised in a GPU function" in raised.value.__notes__[0] and "run_inversion" in raised.value.__notes__[0]
 
 
 def test_e4e_is_offered_only_with_an_encoder_that_fits_and_preselected_on_a_cpu(editor, e4e_editor, photo):

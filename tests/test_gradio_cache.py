@@ -113,8 +113,14 @@ def one_image_to_many(picture: Image.Image) -> list[Fetched]:
     with gr.Blocks(analytics_enabled=False) as demo:
         shown = gr.Image(format="png")
         gr.Button().click(lambda: picture, None, shown, api_name="show", concurrency_limit=None)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    for attempt in range(5):  # a port taken between free_port() and the launch: another one
+        port = free_port()
+        try:
+            demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+            break
+        except OSError:
+            if attempt == 4:
+                raise
     fetched: list[Fetched] = []
 
     def client() -> None:

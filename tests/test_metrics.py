@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import warnings
 
 import lpips as lpips_package
@@ -89,6 +90,52 @@ def test_pretrained_backbone_is_read_from_the_resolved_file(monkeypatch, tmp_pat
         build_lpips("alex", pretrained=True)
 
 
+def test_pretrained_backbone_from_a_torch_file_read_safely(monkeypatch, tmp_path):
+    """A `.pt` / `.pth` state dict works as the safetensors file does; anything but a dict of tensors is refused, and
+    a pickled object is never executed (weights_only); a tensor of the wrong shape is named."""
+    source = build_lpips("alex", pretrained=False, seed=9)
+    tensors = {f"features.{name.split('.', 2)[1]}.{name.split('.', 2)[2]}": p.detach().clone()
+               for name, p in source.network.net.named_parameters()}
+    path = tmp_path / "alexnet.pth"
+    torch.save(tensors, path)
+    monkeypatch.setattr(weights, "resolve", lambda key, local=None: path)
+    a, b = random_images(1, 64, 7), random_images(1, 64, 8)
+    assert torch.equal(build_lpips("alex", pretrained=True)(a, b), source(a, b))
+
+    torch.save([tensors["features.0.weight"]], path)
+    with pytest.raises(weights.WeightsError, match=r"alexnet\.pth: expected a state dict of tensors, found list"):
+        build_lpips("alex", pretrained=True)
+    path.write_bytes(pickle.dumps(ExecutedOnLoad(), protocol=2))
+    with pytest.raises(pickle.UnpicklingError):
+        build_lpips("alex", pretrained=True)
+    wrong = dict(tensors, **{"features.3.weight": torch.zeros(2, 2)})
+    torch.save(wrong, path)
+    with pytest.raises(weights.WeightsError, match=r"alexnet\.pth: tensor 'features\.3\.weight' has shape \(2, 2\), "
+                                                   r"expected \(192, 64, 5, 5\)"):
+        build_lpips("alex", pretrained=True)
+
+
+def test_build_lpips_defaults_pretrained_vgg_seed_0_and_passes_the_local_file(monkeypatch, tmp_path):
+    source = build_lpips("vgg", pretrained=False, seed=3)
+    path = tmp_path / "vgg.safetensors"
+    save_file({f"features.{name.split('.', 2)[1]}.{name.split('.', 2)[2]}": p.detach().clone()
+               for name, p in source.network.net.named_parameters()}, str(path))
+    asked = []
+    monkeypatch.setattr(weights, "resolve", lambda key, local=None: asked.append((key, local)) or path)
+    assert build_lpips().net_name == "vgg" and asked == [("lpips-vgg16", None)]
+    build_lpips("vgg", backbone_path="my/vgg.safetensors")
+    assert asked[-1] == ("lpips-vgg16", "my/vgg.safetensors")
+    default, zero = build_lpips("alex", pretrained=False), build_lpips("alex", pretrained=False, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), zero.state_dict().values()))
+
+
+class ExecutedOnLoad:
+    """A pickled object whose loading would run code (it must be refused, not run)."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
 def test_unknown_lpips_network():
     with pytest.raises(ValueError, match="unknown LPIPS network 'squeeze'"):
         build_lpips("squeeze", pretrained=False)
@@ -164,3 +211,61 @@ def test_identity_similarity_is_the_cosine_of_the_descriptors(landmarks_model_pa
         assert metrics[i].identity_distance == pytest.approx(float(np.sqrt(np.sum((a - b) ** 2))), abs=1e-9)
         similarities.append(expected)
     assert similarities[0] > similarities[1]  # the same person is more similar than another one
+
+
+def structured_pair(size, seed, noise=0.3, channels=3):
+    """An image with structure at several scales and a noisy, slightly darker copy of it, in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.nn.functional.avg_pool2d(torch.rand(2, channels, size + 4, size + 4, generator=generator), 5, stride=1)
+    a = torch.nn.functional.interpolate(torch.rand(2, channels, size // 8, size // 8, generator=generator),
+                                        size=(size, size), mode="bilinear") * 0.5 + a * 0.5
+    b = (a * 0.9 + noise * torch.rand(2, channels, size, size, generator=generator)).clamp(0, 1)
+    return a * 2 - 1, b * 2 - 1
+
+
+def library_ms_ssim(images_a, images_b, scales):
+    """MS-SSIM of Wang et al. 2003 from pytorch-msssim's per-scale SSIM and contrast-structure terms: cs at the
+    first scales, full SSIM at the coarsest, exponents renormalised over the scales used, channels averaged per term."""
+    from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+
+    x, y = (images_a + 1) / 2, (images_b + 1) / 2
+    window = _fspecial_gauss_1d(11, 1.5).repeat(x.shape[1], 1, 1, 1)
+    weights = torch.tensor([0.0448, 0.2856, 0.3001, 0.2363, 0.1333][:scales])
+    weights = weights / weights.sum()
+    value = torch.ones(x.shape[0])
+    for scale in range(scales):
+        ssim, cs = _ssim(x, y, data_range=1.0, win=window, K=(0.01, 0.03))
+        term = (ssim if scale == scales - 1 else cs).mean(dim=1)
+        value = value * torch.relu(term) ** weights[scale]
+        x, y = torch.nn.functional.avg_pool2d(x, 2), torch.nn.functional.avg_pool2d(y, 2)
+    return value
+
+
+def test_ms_ssim_equals_pytorch_msssim_on_grey_images():
+    """Grey images (one channel repeated): pytorch-msssim's own ms_ssim at its 5 scales, to float precision."""
+    import pytorch_msssim
+
+    a, b = structured_pair(192, 20, channels=1)
+    weights = [w / 1.0001 for w in (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)]  # Wang et al.'s, which sum to 1.0001
+    reference = pytorch_msssim.ms_ssim((a + 1) / 2, (b + 1) / 2, data_range=1.0, size_average=False, weights=weights)
+    ours = ms_ssim(a.repeat(1, 3, 1, 1), b.repeat(1, 3, 1, 1))
+    assert torch.allclose(ours, reference, atol=2e-6), (ours, reference)
+    assert (ours < 0.95).all()  # the comparison is not between trivially equal images
+
+
+def test_ms_ssim_equals_pytorch_msssim_on_colour_images():
+    import pytorch_msssim
+
+    a, b = structured_pair(256, 21)
+    reference = pytorch_msssim.ms_ssim((a + 1) / 2, (b + 1) / 2, data_range=1.0, size_average=False)
+    ours = ms_ssim(a, b)
+    # pytorch-msssim averages the channels' MS-SSIM; ours averages each scale's term over the channels first
+    assert torch.allclose(ours, reference, atol=1e-3), (ours, reference)
+    assert torch.allclose(ours, library_ms_ssim(a, b, 5), atol=2e-6)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_ms_ssim_with_fewer_scales_for_small_images(size):
+    a, b = structured_pair(size, size)
+    scales = ms_ssim_scales(size)
+    assert torch.allclose(ms_ssim(a, b), library_ms_ssim(a, b, scales), atol=2e-6)

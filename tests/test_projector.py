@@ -71,7 +71,7 @@ def test_progress_reports_and_cancellation_within_one_step(tiny_generator, targe
     with pytest.raises(Cancelled) as raised:
         project_w(tiny_generator, target, config, lpips=vgg, callback=callback)
     assert raised.value.phase == "projection" and raised.value.step == 2
-    assert [p.step for p in reports] == [1, 2]
+    assert [(p.phase, p.step, p.total) for p in reports] == [("projection", 1, 10), ("projection", 2, 10)]
     assert reports[0].losses == {} and reports[0].preview is None  # step 1 is neither a report nor a preview step
     assert set(reports[1].losses) == {"lpips", "noise_reg", "loss"}
     assert reports[1].preview.size == (tiny_generator.img_resolution, tiny_generator.img_resolution)
@@ -103,3 +103,32 @@ def test_noise_regularisation_penalises_correlated_noise():
     normalize_noise_([smooth])
     assert smooth.mean().abs() < 1e-5 and smooth.square().mean() == pytest.approx(1.0, abs=1e-4)
     assert noise_regularization([smooth]) > 100 * noise_regularization([white])
+
+
+def test_pivot_shapes():
+    for shape in ((1, 32), (1, 8, 32)):
+        assert Pivot(w=torch.zeros(shape), num_ws=8).w.shape == shape
+    for shape in ((2, 32), (2, 8, 32), (1, 9, 32), (1, 8, 32, 1), (32,)):
+        with pytest.raises(ValueError, match=r"a pivot must have shape \(1, w_dim\) or \(1, 8, w_dim\)"):
+            Pivot(w=torch.zeros(shape), num_ws=8)
+
+
+def test_pil_targets_are_resized_and_other_types_named():
+    from PIL import Image
+
+    from pti.projector import target_tensor
+
+    image = Image.new("RGB", (64, 64), (255, 0, 0))
+    assert target_tensor(image, 32).shape == (1, 3, 32, 32)
+    with pytest.raises(TargetError, match="a target must be a PIL image or a tensor, got str"):
+        target_tensor("face.png", 32)
+
+
+def test_schedules_without_ramps():
+    """Fractions of 0: no ramp-down (the peak rate after the ramp-up), no latent noise at any step."""
+    config = ProjectionConfig(num_steps=10, learning_rate=0.01, lr_rampup_fraction=0.5, lr_rampdown_fraction=0.0,
+                              noise_ramp_fraction=0.0)
+    assert [learning_rate_at(config, step) for step in (0, 2, 5, 9)] == pytest.approx([0.0, 0.004, 0.01, 0.01])
+    assert all(latent_noise_scale_at(config, step, w_std=2.0) == 0.0 for step in range(10))
+    full = ProjectionConfig(num_steps=10, noise_ramp_fraction=1.0, initial_noise_factor=0.05)
+    assert latent_noise_scale_at(full, 5, w_std=2.0) == pytest.approx(2.0 * 0.05 * 0.25)

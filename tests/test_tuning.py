@@ -131,6 +131,66 @@ def test_save_and_load_round_trip_bit_exactly(G, identities, tuned_pair, tmp_pat
     assert all(torch.equal(a.w, b.w) for a, b in zip(loaded.pivots, several.pivots))
 
 
+def test_load_refuses_pivots_that_do_not_match_their_recorded_sources(G, identities, tuned_pair, tmp_path):
+    """A pivots file swapped for one with another number of pivots than the weights file recorded sources for."""
+    from pti.tuning import TunedGeneratorFileError
+
+    tuned = tuned_pair["with"]
+    two = TunedGenerator(generator=tuned.generator, pivots=(tuned.pivots[0], Pivot(
+        w=torch.zeros(1, G.num_ws, G.w_dim), num_ws=G.num_ws, source="e4e")))
+    saved = two.save(tmp_path / "two")
+    np.savez(saved.pivots, **{f"pivot_{i}": np.zeros((1, G.w_dim), np.float32) for i in range(3)})
+    with pytest.raises(TunedGeneratorFileError, match="3 pivots but 2 recorded sources"):
+        TunedGenerator.load(tmp_path / "two")
+    saved.pivots.unlink()  # the weights of two identities next to the pivot file of one
+    np.save(tmp_path / "two" / "pivot.npy", np.zeros((1, G.w_dim), np.float32))
+    with pytest.raises(TunedGeneratorFileError, match="1 pivots but 2 recorded sources"):
+        TunedGenerator.load(tmp_path / "two")
+    (tmp_path / "two" / "pivot.npy").unlink()
+    with pytest.raises(TunedGeneratorFileError, match="no pivot.npy or pivots.npz"):
+        TunedGenerator.load(tmp_path / "two")
+
+
+def test_save_makes_its_folders_writes_again_and_keeps_float32(tuned_pair, tmp_path):
+    tuned = tuned_pair["with"]
+    first = tuned.save(tmp_path / "new" / "nested")  # folders that do not exist yet
+    again = tuned.save(tmp_path / "new" / "nested")  # and again into the same, existing folder
+    assert (again.weights, again.pivots) == (first.weights, first.pivots)
+    assert np.load(first.pivots).dtype == np.float32
+    loaded = TunedGenerator.load(tmp_path / "new" / "nested")
+    assert loaded.pivots[0].w.dtype == torch.float32
+
+
+def test_to_moves_the_generator_and_returns_itself(tuned_pair):
+    tuned = tuned_pair["with"]
+    moved = TunedGenerator(generator=copy.deepcopy(tuned.generator), pivots=tuned.pivots)
+    assert moved.to("meta") is moved
+    assert all(p.device.type == "meta" for p in moved.generator.parameters())
+
+
+def test_load_without_recorded_sources_refuses_pickles_and_stays_frozen(G, tmp_path):
+    """Weights written without the pivot sources (e.g. by `save_generator` alone): the pivots are 'loaded'; a pivot
+    file holding pickled objects is refused; the loaded generator is frozen."""
+    from pti.generator_io import save_generator
+
+    save_generator(G, tmp_path / "tuned.safetensors")
+    np.save(tmp_path / "pivot.npy", np.ones((1, G.w_dim), np.float32))
+    loaded = TunedGenerator.load(tmp_path)
+    assert [p.source for p in loaded.pivots] == ["loaded"] and loaded.pivots[0].w.shape == (1, G.w_dim)
+    assert not any(p.requires_grad for p in loaded.generator.parameters())
+    (tmp_path / "pivot.npy").unlink()
+    np.savez(tmp_path / "pivots.npz", pivot_0=np.zeros((1, G.w_dim), np.float32), pivot_1=np.ones((1, G.w_dim)))
+    assert [p.source for p in TunedGenerator.load(tmp_path).pivots] == ["loaded", "loaded"]
+    (tmp_path / "pivots.npz").unlink()
+    np.save(tmp_path / "pivot.npy", np.array([{"not": "numbers"}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        TunedGenerator.load(tmp_path)
+    (tmp_path / "pivot.npy").unlink()
+    np.savez(tmp_path / "pivots.npz", pivot_0=np.array([{"not": "numbers"}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        TunedGenerator.load(tmp_path)
+
+
 def test_load_reports_missing_files(tmp_path):
     from pti.tuning import TunedGeneratorFileError
 
@@ -180,9 +240,41 @@ def test_early_stop(G, identities, alex):
     assert stopped.steps_run == 0 and stopped.changed_parameters(G) == {}
 
 
+def test_default_lpips_is_the_pretrained_alexnet_on_the_tuning_device(G, identities, alex, monkeypatch):
+    targets, pivots = identities
+    asked = []
+    monkeypatch.setattr(pti.tuning, "build_lpips", lambda *args, **kwargs: asked.append((args, kwargs)) or alex)
+    pivotal_tune(G, targets[:1], pivots[0], dataclasses.replace(QUICK, num_steps=1))
+    assert asked == [(("alex",), {"device": torch.device("cpu")})]
+
+
+def test_pivots_and_targets_in_every_accepted_form(G, identities):
+    from pti.images import tensor_to_pil
+    from pti.tuning import _as_pivots, _as_targets
+
+    targets, pivots = identities
+    w = torch.cat([p.w for p in pivots])  # (2, w_dim)
+    for given, shapes in ((w[0], [(1, G.w_dim)]), (w, [(1, G.w_dim)] * 2),
+                          (pivots[0].ws.repeat(2, 1, 1), [(1, G.num_ws, G.w_dim)] * 2), (pivots[1], [(1, G.w_dim)]),
+                          ([w[:1], pivots[1]], [(1, G.w_dim)] * 2)):
+        result = _as_pivots(given, G.num_ws)
+        assert [tuple(p.w.shape) for p in result] == shapes and all(p.num_ws == G.num_ws for p in result)
+    loaded = _as_pivots(w, G.num_ws)
+    assert [p.source for p in loaded] == ["loaded", "loaded"] and torch.equal(loaded[1].w, w[1:])
+    assert loaded[0].w.dtype == torch.float32 and not loaded[0].w.requires_grad
+    assert _as_pivots(pivots[1], G.num_ws)[0] is pivots[1]
+    with pytest.raises(ValueError, match=r"^a pivot for a generator with 4 W\+ layers given to one with 8$"):
+        _as_pivots(Pivot(w=torch.zeros(1, 4, G.w_dim), num_ws=4), G.num_ws)
+    assert torch.equal(_as_targets(targets, 32), targets)
+    assert torch.equal(_as_targets(targets[:1], 32), targets[:1])
+    assert torch.equal(_as_targets([targets[0:1], targets[1:2]], 32), targets)
+    from_image = _as_targets(tensor_to_pil(targets[:1])[0], 32)
+    assert from_image.shape == (1, 3, 32, 32) and (from_image - targets[:1]).abs().max() <= 1 / 127.5 + 1e-6
+
+
 def test_bad_inputs_raise_clear_errors(G, identities, alex):
     targets, pivots = identities
-    with pytest.raises(TargetError, match="2 target"):
+    with pytest.raises(TargetError, match=r"^2 target\(s\) but 1 pivot\(s\): give one pivot per target$"):
         pivotal_tune(G, targets, pivots[:1], QUICK, lpips=alex)
     with pytest.raises(ValueError, match="4 W\\+ layers"):
         pivotal_tune(G, targets[:1], Pivot(w=torch.zeros(1, 4, G.w_dim), num_ws=4), QUICK, lpips=alex)
