@@ -117,6 +117,10 @@ def test_align_invert_edit_and_paste_back_through_the_gpu_worker(zerogpu):
         assert np.array_equal(steps[1], image(first[0][1]))  # the same render, in the worker both times
         removed = client.predict(0, False, api_name="/remove_edit")
         assert [item["caption"][:8] for item in removed[0]] == ["0. start", "1. Smile"]
+        # A text edit: CLIP runs in this request's thread in the main process, the render in the forked worker.
+        text = client.predict("a face", "a smiling face", 4.1, 0.15, False, api_name="/add_text_edit")
+        assert len(text[0]) == 3 and "style channels" in text[4]
+        assert not np.array_equal(image(text[0][2]), image(removed[0][1]))
 
         result, files = client.predict(True, api_name="/paste_back")
         original = Image.open(ASTRONAUT).convert("RGB")
