@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.machinery
 import importlib.util
 import io
 import pickle
@@ -211,6 +212,10 @@ def test_the_identity_model_path_comes_from_the_environment_or_the_package(monke
     assert default_identity_model_path() == tmp_path / "mine.dat"
     monkeypatch.delenv("PTI_IDENTITY_MODEL")
     assert default_identity_model_path() == face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat")
+    empty_package = importlib.machinery.ModuleSpec("face_recognition_models", None, is_package=True)
+    empty_package.submodule_search_locations = [str(tmp_path)]  # installed, but without the model file
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: empty_package)
+    assert default_identity_model_path() is None
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert default_identity_model_path() is None
 
