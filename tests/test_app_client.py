@@ -491,41 +491,6 @@ def test_stop_gets_through_when_the_queue_is_full(editor, tiny_options):
         demo.close()
 
 
-def test_concurrency_runs_jobs_side_by_side_and_a_full_queue_refuses_more(editor, tiny_options):
-    """--concurrency 2: two inversions run at once; --queue-size 1: a third waits, a fourth is refused."""
-    options = app.parse_args(["--model", "tiny", "--device", "cpu", "--host", "127.0.0.1", "--port",
-                              str(free_port()), "--concurrency", "2", "--queue-size", "1"])
-    assert (options.concurrency, options.queue_size) == (2, 1)
-    demo, url = launch(editor, options)
-    clients = [Client(url, verbose=False) for _ in range(4)]
-    long_run = ("custom", 1000, 1000, False, 0, "w")
-    try:
-        for client in clients:
-            client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
-        jobs = [client.submit(*long_run, api_name="/invert") for client in clients[:2]]
-        wait_for(lambda: all(started(job) and not job.done() for job in jobs), "two inversions running at once")
-        waiting = clients[2].submit(*long_run, api_name="/invert")
-        wait_for(lambda: waiting.status().code.name == "IN_QUEUE", "the third inversion queueing")
-        refused = clients[3].submit(*long_run, api_name="/invert")
-        wait_for(lambda: refused.done() or refused.status().code.name in ("IN_QUEUE", "PROCESSING"),
-                 "the fourth inversion's answer")
-        with pytest.raises(QueueError, match="(?i)queue is full"):
-            refused.result(timeout=60)
-        assert not started(waiting) and not any(job.done() for job in jobs)  # both places still taken
-        for client, job in zip(clients, jobs):
-            answer = httpx.post(f"{url}gradio_api/api/stop/", json={"data": [], "session_hash": client.session_hash},
-                                timeout=60)
-            assert answer.json()["data"] == ["Stopping…"]
-            assert job.result(timeout=240)[0].startswith("Stopped")
-        wait_for(lambda: started(waiting), "the queued inversion starting once a place is free")
-        assert clients[2].predict(api_name="/stop") == "Stopping…"
-        assert waiting.result(timeout=240)[0].startswith("Stopped")
-    finally:
-        for client in clients:
-            client.close()
-        demo.close()
-
-
 def test_a_session_over_the_memory_budget_is_refused_with_the_budget(editor, tiny_options, tmp_path):
     """--max-session-mb 1 and a photo of over 1 MiB: the inversion is refused with a readable message."""
     options = app.parse_args(["--model", "tiny", "--device", "cpu", "--host", "127.0.0.1", "--port",
