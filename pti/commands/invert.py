@@ -147,11 +147,11 @@ def run_invert(args: argparse.Namespace) -> int:
                            for number, identity in enumerate(result.identities, start=1)]
         report["skipped"] = [{"box": _box(skipped.box), "score": skipped.box.score, "reason": skipped.reason}
                              for skipped in group.skipped]
-        photo = load_image(args.photo)
+    photo = load_image(args.photo) if group is not None or args.paste_back else None  # decoded once
+    if group is not None:
         draw_faces(photo, group).save(out / FACES_PREVIEW_FILENAME)
     write_placements(out / FACES_FILENAME, args.photo, [identity.aligned for identity in result.identities])
     if args.paste_back:
-        photo = load_image(args.photo)
         paste_back_faces(photo, [identity.aligned for identity in result.identities],
                          [identity.pivot_tuned for identity in result.identities]).save(out / PASTED_FILENAME)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
