@@ -7,9 +7,10 @@ import dataclasses
 import importlib.util
 import io
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from pti.fast_path import (APPROXIMATE_SETTINGS, FAST_SETTINGS, SpeedSettings, a
 from pti.images import tensor_to_pil
 from pti.losses import BACKBONE_WEIGHTS
 from pti.pipeline import PIVOT_METHODS, PTIPipeline
+from pti.placements import FACES_FILENAME, write_placements
 from pti.progress import Cancelled, Progress
 from pti.projector import Pivot
 from pti.serving import gpu_calls
@@ -127,6 +129,23 @@ class Photo:
         return alignment.load_image(self.encoded)
 
 
+@dataclass(frozen=True, eq=False)
+class GroupPhoto:
+    """A photo, kept encoded, and every usable face in it, numbered left to right (face k is `group.faces[k - 1]`)."""
+
+    encoded: bytes
+    group: alignment.GroupAlignment
+
+    @property
+    def original(self) -> Image.Image:
+        """The photo, upright RGB (decoded on each call)."""
+        return alignment.load_image(self.encoded)
+
+    def face(self, index: int) -> Photo:
+        """Face `index` (from 0) as a one-face `Photo` of the same encoded photo."""
+        return Photo(encoded=self.encoded, aligned=self.group.faces[index])
+
+
 @dataclass(frozen=True)
 class InversionFiles:
     """Files of one inversion, written once (`FaceEditor.write_inversion_files`) and offered with every edit."""
@@ -152,6 +171,38 @@ class EditingSession:
         return self.step_images[-1] if self.step_images else self.inversion.tuned_render.image
 
 
+@dataclass(frozen=True, eq=False)
+class GroupSession:
+    """Every face of a group photo inverted together: one `EditingSession` per face, left to right, all sharing one
+    tuned generator, each with its own edit chain."""
+
+    photo: GroupPhoto
+    faces: tuple[EditingSession, ...]
+    files: GroupFiles | None = None  # the inversion's files, once written
+
+    @property
+    def tuned(self) -> TunedGenerator:
+        """The generator tuned for every face."""
+        return self.faces[0].inversion.tuned
+
+    @property
+    def seconds(self) -> float:
+        """Wall-clock seconds of the group's inversion."""
+        return self.faces[0].inversion.seconds
+
+
+@dataclass(frozen=True)
+class GroupFiles:
+    """Files of a group's inversion, written once (`FaceEditor.write_group_inversion_files`)."""
+
+    photo: Path  # the photo as given
+    faces_preview: Path  # the photo with each face's box and number (PNG)
+    placements: Path  # where each face sits (faces.json, for `python -m pti edit --paste-back`)
+    aligned: tuple[Path, ...]  # aligned face of each face (PNG)
+    pivots: Path  # every face's pivot (pivots.npz)
+    tuned_weights: Path  # the generator tuned for every face (.safetensors)
+
+
 @dataclass(frozen=True)
 class Downloads:
     """Files written for a session, for people to download."""
@@ -170,11 +221,49 @@ class Downloads:
         return [path for path in files if path is not None]
 
 
+@dataclass(frozen=True)
+class GroupDownloads:
+    """Files written for a group session, for people to download: each file, and all of them in one zip."""
+
+    pasted: Path | None  # every edited face pasted back into the photo (PNG), when asked for
+    finals: tuple[Path, ...]  # final edited face of each face (PNG)
+    chains: tuple[Path, ...]  # edit chain of each face (JSON)
+    files: GroupFiles
+    archive: Path  # every file above in one zip
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file, in display order (the zip first)."""
+        files = self.files
+        return [path for path in (self.archive, self.pasted, *self.finals, files.faces_preview, *files.aligned,
+                                  *self.chains, files.pivots, files.tuned_weights, files.placements, files.photo)
+                if path is not None]
+
+
+def _image_suffix(encoded: bytes) -> str:
+    """The file suffix of an encoded image ('.jpg', '.png', ...)."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        kind = (image.format or "png").lower()
+    return ".jpg" if kind == "jpeg" else f".{kind}"
+
+
 def _png_bytes(image: Image.Image) -> bytes:
     """`image` as a PNG file (fast, lossless compression)."""
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def _stacked_offsets(offsets: Sequence[list[torch.Tensor] | None],
+                     counts: Sequence[int]) -> tuple[np.ndarray, ...] | None:
+    """The StyleSpace offsets of several chains' steps stacked per layer (zeros for a chain without text edits), as
+    numpy arrays for a GPU call; None when no chain has any."""
+    shapes = next((chain for chain in offsets if chain is not None), None)
+    if shapes is None:
+        return None
+    layers = [[torch.zeros(count, layer.shape[1]) for layer in shapes] if chain is None else chain
+              for chain, count in zip(offsets, counts)]
+    return tuple(torch.cat(per_layer).numpy() for per_layer in zip(*layers))
 
 
 class FaceEditor:
@@ -338,28 +427,31 @@ class FaceEditor:
         speed = self.speed_for(self.device if device is None else device)
         return config if speed is None else apply_to_config(config, speed)
 
-    def estimate(self, settings: InversionSettings) -> Estimate:
-        """Expected wall-clock seconds of an inversion with `settings` here. On ZeroGPU from the last measured GPU
-        call (a stated prior before the first), costing no GPU time; elsewhere the first call times a few steps."""
+    def estimate(self, settings: InversionSettings, *, faces: int = 1) -> Estimate:
+        """Expected wall-clock seconds of an inversion of `faces` faces with `settings` here. On ZeroGPU from the last
+        measured GPU call (a stated prior before the first), costing no GPU time; elsewhere the first call times a
+        few steps."""
         pipeline = self._require_pipeline()
         self.prepare_pivot(settings.pivot)
         if self.zerogpu:
-            return self.durations.inversion(projection_steps=settings.projection_steps,
-                                            tuning_steps=settings.tuning_steps, locality=settings.locality,
-                                            pivot=settings.pivot)
+            return self._gpu_estimate(settings, faces)
         with self._speed_context(self.device):
-            seconds = pipeline.estimate_seconds(self.config_for(settings), pivot=settings.pivot)
+            seconds = pipeline.estimate_seconds(self.config_for(settings), num_identities=faces, pivot=settings.pivot)
         return Estimate(float(seconds), measured=True)
 
     def estimate_seconds(self, settings: InversionSettings) -> float:
         """Expected wall-clock seconds of an inversion with `settings` here (see `estimate`)."""
         return self.estimate(settings).seconds
 
-    def gpu_seconds(self, settings: InversionSettings) -> int:
-        """Seconds of GPU time to ask ZeroGPU for an inversion with `settings` (measured times with a margin)."""
-        return self.durations.requested(self.durations.inversion(
-            projection_steps=settings.projection_steps, tuning_steps=settings.tuning_steps,
-            locality=settings.locality, pivot=settings.pivot))
+    def gpu_seconds(self, settings: InversionSettings, *, faces: int = 1) -> int:
+        """Seconds of GPU time to ask ZeroGPU for an inversion of `faces` faces with `settings` (measured times with
+        a margin)."""
+        return self.durations.requested(self._gpu_estimate(settings, faces))
+
+    def _gpu_estimate(self, settings: InversionSettings, faces: int) -> Estimate:
+        """Expected seconds of a GPU call inverting `faces` faces with `settings`, from the measured durations."""
+        return self.durations.inversion(projection_steps=settings.projection_steps, tuning_steps=settings.tuning_steps,
+                                        locality=settings.locality, pivot=settings.pivot, faces=faces)
 
     def render_gpu_seconds(self, images: int) -> int:
         """Seconds of GPU time to ask ZeroGPU for rendering `images` images of an edit chain."""
@@ -381,6 +473,21 @@ class FaceEditor:
         aligned = alignment.align_face(picture, face_index=face_index, output_size=size,
                                        predictor_path=self._landmarks_path)
         return Photo(encoded=photo if isinstance(photo, bytes) else _png_bytes(picture), aligned=aligned)
+
+    def align_group(self, photo: Photo | bytes, *, max_faces: int = alignment.DEFAULT_MAX_FACES) -> GroupPhoto:
+        """Every usable face of `photo` (a `Photo` from `align`, or an image file's bytes), each FFHQ-aligned as
+        `align` would, numbered left to right; faces too small, cut off or over `max_faces` are listed as skipped."""
+        if self._landmarks_path is None:
+            raise EditorUnavailableError(self._missing_message("alignment"))
+        encoded = photo.encoded if isinstance(photo, Photo) else photo
+        size = max(MIN_ALIGNED_SIZE, self.resolution or alignment.DEFAULT_OUTPUT_SIZE)
+        group = alignment.align_faces(self.load_photo(encoded), output_size=size, max_faces=max_faces,
+                                      predictor_path=self._landmarks_path)
+        return GroupPhoto(encoded=encoded, group=group)
+
+    def faces_preview(self, photo: GroupPhoto) -> Image.Image:
+        """The photo with each face's box and number (skipped ones grey), at most 1024 px."""
+        return alignment.draw_faces(photo.original, photo.group)
 
     # ----- inversion ---------------------------------------------------------------------------------------------
 
@@ -406,19 +513,41 @@ class FaceEditor:
         Closing the iterator early (a Stop button) cancels the run within one step and waits for it to end. On
         ZeroGPU, settings that need more GPU time than one call may take are refused before the call.
         """
-        if self.zerogpu:
-            self._check_fits_a_call(settings)
-        for item in gpu_calls.checked_steps(gpu_calls.invert_steps(self._key, aligned_face, settings)):
-            if isinstance(item, Inversion):
-                self.durations.record_inversion(item.timings)
+        for item in self._inversion_steps((aligned_face,), settings):
+            yield item[0] if isinstance(item, tuple) else item
+
+    def invert_group_steps(self, photo: GroupPhoto, settings: InversionSettings) -> Iterator[Progress | GroupSession]:
+        """Multi-ID PTI of every face of a group photo in one GPU function: yields every step's `Progress` (its
+        `identity` says which face a projection step or tuning update is for), then the `GroupSession` (one tuned
+        generator on the CPU, a pivot per face, no edits). Closing the iterator early cancels the run, as
+        `invert_steps`."""
+        for item in self._inversion_steps(photo.group.faces, settings):
+            if isinstance(item, tuple):
+                item = GroupSession(photo=photo, faces=tuple(
+                    EditingSession(photo=photo.face(index), inversion=inversion,
+                                   step_images=(inversion.tuned_render.image,))
+                    for index, inversion in enumerate(item)))
             yield item
 
-    def _check_fits_a_call(self, settings: InversionSettings) -> None:
+    def _inversion_steps(self, faces: Sequence[alignment.AlignedFace],
+                         settings: InversionSettings) -> Iterator[Progress | tuple[Inversion, ...]]:
+        """PTI of `faces` in a GPU function: every step's `Progress`, then one `Inversion` per face; measured."""
+        faces = tuple(faces)
+        if self.zerogpu:
+            self._check_fits_a_call(settings, len(faces))
+        for item in gpu_calls.checked_steps(gpu_calls.invert_steps(self._key, faces, settings)):
+            if isinstance(item, tuple):
+                self.durations.record_inversion(item[0].timings)
+            yield item
+
+    def _check_fits_a_call(self, settings: InversionSettings, faces: int) -> None:
         """Refuse settings whose expected GPU time (with the margin) is over the longest call ZeroGPU allows."""
-        needed = self.durations.wanted(self.estimate(settings))
+        needed = self.durations.wanted(self.estimate(settings, faces=faces))
         if needed > self.durations.max_seconds:
-            raise SettingsError(f"these settings need about {needed} s of GPU time, more than one ZeroGPU call may "
-                                f"take ({self.durations.max_seconds} s): use fewer steps or the e4e pivot")
+            several = f" for {faces} faces" if faces > 1 else ""
+            raise SettingsError(f"these settings need about {needed} s of GPU time{several}, more than one ZeroGPU "
+                                f"call may take ({self.durations.max_seconds} s): use fewer steps or the e4e pivot"
+                                + (", or invert fewer faces" if faces > 1 else ""))
 
     def run_inversion(self, aligned_face: alignment.AlignedFace, settings: InversionSettings,
                       progress_callback: Callable[[Progress], object] | None) -> Inversion:
@@ -426,40 +555,56 @@ class FaceEditor:
 
         Called inside a GPU function (`pti.serving.gpu_calls`); use `invert` or `invert_steps` from elsewhere.
         """
-        if not isinstance(aligned_face, alignment.AlignedFace):
-            raise TypeError(f"invert needs an AlignedFace (from FaceEditor.align), got {type(aligned_face).__name__}")
+        return self.run_inversions((aligned_face,), settings, progress_callback)[0]
+
+    def run_inversions(self, faces: Sequence[alignment.AlignedFace], settings: InversionSettings,
+                       progress_callback: Callable[[Progress], object] | None) -> tuple[Inversion, ...]:
+        """Multi-ID PTI of `faces` (one generator tuned for all) on the device of this GPU call, measured; one
+        `Inversion` per face, sharing the tuned generator (on the CPU). One face: PTI as the paper's.
+
+        Called inside a GPU function (`pti.serving.gpu_calls`); use `invert_steps` / `invert_group_steps` elsewhere.
+        """
+        for face in faces:
+            if not isinstance(face, alignment.AlignedFace):
+                raise TypeError(f"invert needs an AlignedFace (from FaceEditor.align), got {type(face).__name__}")
+        if not faces:
+            raise ValueError("invert needs at least one aligned face")
         start = time.perf_counter()
-        last_reports: dict[str, Progress] = {}  # the last report of each phase: its steps and their seconds
+        # The last report of each projection (one per face) and of the tuning: their steps and their seconds.
+        last_reports: dict[tuple[str, int | None], Progress] = {}
 
         def report(progress: Progress) -> object:
-            last_reports[progress.phase] = progress
+            last_reports[progress.phase, progress.identity if progress.phase == "projection" else None] = progress
             return progress_callback(progress) if progress_callback is not None else None
 
         self.prepare_pivot(settings.pivot)
         device = gpu_call_device(self.device)
         pipeline = self._require_pipeline().on_device(device)
         with self._speed_context(device):
-            result = pipeline.invert(aligned_face, config=self.config_for(settings, device), callback=report,
-                                     seed=settings.seed, pivot=settings.pivot)
-        identity = result.identities[0]
+            result = pipeline.invert_many(list(faces), config=self.config_for(settings, device), callback=report,
+                                          seed=settings.seed, pivot=settings.pivot)
         tuned = result.tuned.to("cpu")
         seconds = time.perf_counter() - start
-        pivot, tuning = last_reports["projection"], last_reports["tuning"]
+        projections = [progress for (phase, _), progress in last_reports.items() if phase == "projection"]
+        pivot_seconds = sum(progress.elapsed_s for progress in projections)
+        tuning = last_reports["tuning", None]
         timings = InversionTimings(
-            setup=max(0.0, seconds - pivot.elapsed_s - tuning.elapsed_s), pivot=pivot.elapsed_s,
-            projection_steps=pivot.step if settings.pivot == "w" else 0, tuning=tuning.elapsed_s,
-            tuning_steps=tuning.step, locality=settings.locality)
-        return Inversion(
-            tuned=tuned,
-            pivot=identity.pivot,
-            pivot_render=Reconstruction(identity.pivot_original, identity.metrics_original.lpips,
-                                        identity.metrics_original.mse),
-            tuned_render=Reconstruction(identity.pivot_tuned, identity.metrics_tuned.lpips,
-                                        identity.metrics_tuned.mse),
-            settings=settings,
-            seconds=seconds,
-            timings=timings,
-        )
+            setup=max(0.0, seconds - pivot_seconds - tuning.elapsed_s), pivot=pivot_seconds,
+            projection_steps=sum(progress.step for progress in projections) if settings.pivot == "w" else 0,
+            tuning=tuning.elapsed_s, tuning_steps=tuning.step, locality=settings.locality)
+        return tuple(
+            Inversion(
+                tuned=tuned,
+                pivot=identity.pivot,
+                pivot_render=Reconstruction(identity.pivot_original, identity.metrics_original.lpips,
+                                            identity.metrics_original.mse),
+                tuned_render=Reconstruction(identity.pivot_tuned, identity.metrics_tuned.lpips,
+                                            identity.metrics_tuned.mse),
+                settings=settings,
+                seconds=seconds,
+                timings=timings,
+            )
+            for identity in result.identities)
 
     def _speed_context(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The fast path's process-wide flags when computing on a GPU (restored afterwards); nothing on the CPU."""
@@ -502,15 +647,39 @@ class FaceEditor:
         The edits are applied to the codes here (fetching an edit's file on its first use; CLIP encodes the
         sentences of text edits here too); only the rendering runs in a GPU function, given plain tensors.
         """
-        chain = EditChain(self._require_library(), edits)
-        generator = session.inversion.tuned.generator
-        ws = as_wplus(session.inversion.pivot.ws.to(self.device, torch.float32), generator.num_ws)
-        codes = torch.cat(chain.steps(ws))
-        offsets = chain.style_steps()
-        rendered = gpu_calls.checked(gpu_calls.render_codes(
-            self._key, generator, codes, None if offsets is None else tuple(layer.numpy() for layer in offsets)))
+        return self._render_chains(session.inversion.tuned.generator, [(session.inversion.pivot, edits)])[0]
+
+    def render_group(self, session: GroupSession,
+                     chains: Mapping[int, Sequence[Edit]]) -> dict[int, tuple[Image.Image, ...]]:
+        """Images of every step of some faces' chains (`chains[k]` on the pivot of face k, from 0; the start first)
+        by the group's tuned generator, all in one batched GPU call."""
+        if any(not 0 <= index < len(session.faces) for index in chains):
+            raise ValueError(f"faces are numbered 0 to {len(session.faces) - 1}, got {sorted(chains)}")
+        pivots_and_edits = [(session.faces[index].inversion.pivot, edits) for index, edits in chains.items()]
+        rendered = self._render_chains(session.tuned.generator, pivots_and_edits)
+        return dict(zip(chains, rendered))
+
+    def _render_chains(self, generator: torch.nn.Module,
+                       chains: Sequence[tuple[Pivot, Sequence[Edit]]]) -> tuple[tuple[Image.Image, ...], ...]:
+        """Every step of each (pivot, edits) chain in one GPU call (none for no chains); the images of each chain,
+        start first."""
+        if not chains:
+            return ()
+        library = self._require_library()
+        codes: list[torch.Tensor] = []
+        offsets: list[list[torch.Tensor] | None] = []
+        counts: list[int] = []
+        for pivot, edits in chains:
+            chain = EditChain(library, edits)
+            steps = chain.steps(as_wplus(pivot.ws.to(self.device, torch.float32), generator.num_ws))
+            codes += steps
+            counts.append(len(steps))
+            offsets.append(chain.style_steps())
+        style = _stacked_offsets(offsets, counts)
+        rendered = gpu_calls.checked(gpu_calls.render_codes(self._key, generator, torch.cat(codes), style))
         self.durations.record_render(rendered.seconds, len(rendered.images))
-        return rendered.images
+        images = iter(rendered.images)
+        return tuple(tuple(next(images) for _ in range(count)) for count in counts)
 
     def run_render(self, generator: torch.nn.Module, codes: torch.Tensor,
                    style_offsets: Sequence[np.ndarray] | None = None) -> gpu_calls.RenderedImages:
@@ -535,6 +704,12 @@ class FaceEditor:
     def paste_back(self, photo: Photo, edited: Image.Image) -> Image.Image:
         """The original photo with the edited face pasted back where it was found."""
         return alignment.paste_back(photo.original, photo.aligned, edited)
+
+    def paste_back_group(self, session: GroupSession, faces: Sequence[Image.Image]) -> Image.Image:
+        """The original photo with each face's image (`faces[k]` for face k) pasted back where it was found, nearer
+        faces on top, none painting over another's face."""
+        return alignment.paste_back_faces(session.photo.original, [face.photo.aligned for face in session.faces],
+                                          faces)
 
     def chain_json(self, edits: Sequence[Edit]) -> str:
         """The edit chain as JSON (replayable with `EditChain.from_json`)."""
@@ -564,6 +739,49 @@ class FaceEditor:
         files = session.files
         return Downloads(aligned=files.aligned, final=final_path, pivot=files.pivot, tuned_weights=files.tuned_weights,
                          chain=chain_path, pasted=pasted_path)
+
+    def write_group_inversion_files(self, session: GroupSession, directory: str | Path) -> GroupFiles:
+        """Write what stays the same for every edit of a group's inversion into `directory`: the photo, the numbered
+        preview, faces.json, each aligned face, the pivots and the tuned weights."""
+        directory = Path(directory)
+        saved = session.tuned.save(directory)
+        photo_path = directory / f"photo{_image_suffix(session.photo.encoded)}"
+        photo_path.write_bytes(session.photo.encoded)
+        preview_path = directory / "faces.png"
+        self.faces_preview(session.photo).save(preview_path)
+        placements = directory / FACES_FILENAME
+        write_placements(placements, photo_path.name, session.photo.group.faces)
+        aligned = []
+        for number, face in enumerate(session.faces, start=1):
+            aligned.append(directory / f"face_{number}_aligned.png")
+            face.photo.aligned.image.save(aligned[-1])
+        return GroupFiles(photo=photo_path, faces_preview=preview_path, placements=placements, aligned=tuple(aligned),
+                          pivots=saved.pivots, tuned_weights=saved.weights)
+
+    def write_group_downloads(self, session: GroupSession, directory: str | Path, *,
+                              pasted: Image.Image | None) -> GroupDownloads:
+        """Write what changes with the edits into `directory` (each face's final image and chain, the pasted photo)
+        and a zip of every file but the tuned weights (offered on their own: the same file after every edit)."""
+        if session.files is None:
+            raise ValueError("write the group's inversion files first (write_group_inversion_files)")
+        directory = Path(directory)
+        finals, chains = [], []
+        for number, face in enumerate(session.faces, start=1):
+            finals.append(directory / f"face_{number}_final.png")
+            face.final_image.save(finals[-1])
+            chains.append(directory / f"face_{number}_edit_chain.json")
+            chains[-1].write_text(self.chain_json(face.edits))
+        pasted_path = None if pasted is None else directory / "pasted_back.png"
+        if pasted is not None:
+            pasted.save(pasted_path)
+        files = session.files
+        archive = directory / "group.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as bundle:
+            for path in (files.photo, files.faces_preview, files.placements, *files.aligned, files.pivots, *finals,
+                         *chains, *([pasted_path] if pasted_path is not None else [])):
+                bundle.write(path, path.name)
+        return GroupDownloads(pasted=pasted_path, finals=tuple(finals), chains=tuple(chains), files=files,
+                              archive=archive)
 
     # ----- private loaders ---------------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
-"""Conversions between PIL images and generator-space tensors (NCHW, float32, range [-1, 1])."""
+"""Conversions between PIL images and generator-space tensors (NCHW, float32, range [-1, 1]), and a row of images."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,3 +24,12 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     array = (images.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5
     array = array.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a, mode="RGB") for a in array]
+
+
+def side_by_side(images: Sequence[Image.Image]) -> Image.Image:
+    """RGB images of one size in a row, left to right."""
+    width, height = images[0].size
+    row = Image.new("RGB", (width * len(images), height))
+    for index, image in enumerate(images):
+        row.paste(image, (index * width, 0))
+    return row

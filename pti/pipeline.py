@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import statistics
 import time
@@ -95,6 +96,13 @@ class StepTimes:
     tuning_setup: float  # per tuning run, outside the steps
     tuning_step: float  # one identity, no regulariser
     locality_extra: float  # added by one regularised sample
+
+
+def _for_identity(callback: ProgressCallback | None, identity: int) -> ProgressCallback | None:
+    """`callback` getting every report marked as one of identity `identity` (its projection, among several)."""
+    if callback is None:
+        return None
+    return lambda progress: callback(dataclasses.replace(progress, identity=identity))
 
 
 def _median_step(progress: list[Progress]) -> float:
@@ -255,7 +263,9 @@ class PTIPipeline:
             faces = [aligned.image if aligned is not None else tensor_to_pil(target)[0] for aligned, target in prepared]
             pivots = self._e4e_pivots(faces, callback, previews=config.projection.preview_every > 0)
         else:
-            pivots = [self.find_pivot(target, config=config.projection, callback=callback, seed=seed + i)
+            several = len(images) > 1
+            pivots = [self.find_pivot(target, config=config.projection, seed=seed + i,
+                                      callback=_for_identity(callback, i) if several else callback)
                       for i, target in enumerate(targets.split(1))]
         projection_s = time.perf_counter() - start
         tuned = self.tune(targets, pivots, config=config.tuning, callback=callback, seed=seed)

@@ -29,7 +29,8 @@ class Progress:
     losses: Mapping[str, float] = field(default_factory=dict)  # empty on steps that are not report steps
     preview: Image.Image | None = None  # current rendering(s), side by side; None on non-preview steps
     elapsed_s: float = 0.0  # seconds since this phase started
-    identity: int | None = None  # the one identity this tuning update used (multi-ID, per identity); None: all
+    identity: int | None = None  # the one identity this step is for (its projection, or a multi-ID tuning update
+    # of the per-identity schedule); None: all (or the only one)
 
 
 class _StopSignal:

@@ -148,16 +148,16 @@ def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
 def test_closing_invert_steps_stops_the_run(editor, photo, monkeypatch):
     """Closing stops the run at its next step (the first report after the close answers 'stop', and is its last)."""
     answers = []
-    run_inversion = editor.run_inversion
+    run_inversions = editor.run_inversions
 
-    def recording(aligned_face, settings, progress_callback):
+    def recording(aligned_faces, settings, progress_callback):
         def callback(progress):
             answer = progress_callback(progress)
             answers.append((progress.phase, bool(answer)))
             return answer
-        return run_inversion(aligned_face, settings, callback)
+        return run_inversions(aligned_faces, settings, callback)
 
-    monkeypatch.setattr(editor, "run_inversion", recording)
+    monkeypatch.setattr(editor, "run_inversions", recording)
     long_run = dataclasses.replace(QUICK, projection_steps=500, tuning_steps=500)
     steps = editor.invert_steps(photo.aligned, long_run)
     first = next(steps)

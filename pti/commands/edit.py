@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from alignment import AlignmentError, FacePlacement, load_image, paste_back_faces
 from editing_directions.chain import EditChain
 from editing_directions.edit import KINDS, Edit
 from editing_directions.errors import EditingError
 from editing_directions.library import EditLibrary, demo_library
-from pti.commands.invert import FACES_FORMAT
 from pti.generator_io import GeneratorFileError
+from pti.images import side_by_side
+from pti.placements import FACES_FORMAT
 from pti.weights import WeightsError, load_generator
 
 STRIP_FILENAME = "strip.png"
@@ -143,7 +143,7 @@ def edit_pivot(args: argparse.Namespace) -> list[Path]:
             written.append(folder / f"step_{index:02d}_{name}.png")
             image.save(written[-1])
         written.append(folder / STRIP_FILENAME)
-        strip(images).save(written[-1])
+        side_by_side(images).save(written[-1])
         finals.append(images[-1])
     written.append(args.out / CHAIN_FILENAME)
     written[-1].write_text(chain.to_json() + "\n")
@@ -186,7 +186,7 @@ def load_placements(path: Path, num_faces: int) -> tuple[Path, list[FacePlacemen
                  for face in data["faces"]]
         if any(face.quad.shape != (4, 2) or face.landmarks.shape != (68, 2) for face in faces):
             raise ValueError("a face without a (4, 2) quad and (68, 2) landmarks")
-        photo = Path(data["photo"])
+        photo = path.parent / data["photo"]  # as written when absolute; relative to faces.json's folder if not
     except FileNotFoundError:
         raise EditCommandError(f"--paste-back: {path} not found (the faces.json written by `invert`)") from None
     except (ValueError, KeyError, TypeError) as error:
@@ -227,15 +227,6 @@ def _checked_pivot(array: np.ndarray, name: str, *, num_ws: int, w_dim: int) -> 
     if not np.isfinite(array).all():
         raise PivotFileError(f"{name}: the pivot contains NaN or infinite values")
     return torch.from_numpy(array.astype(np.float32))
-
-
-def strip(images: list[Image.Image]) -> Image.Image:
-    """Every image side by side, left to right."""
-    width, height = images[0].size
-    canvas = Image.new("RGB", (width * len(images), height))
-    for index, image in enumerate(images):
-        canvas.paste(image, (index * width, 0))
-    return canvas
 
 
 def _library(args: argparse.Namespace, G: torch.nn.Module) -> EditLibrary:

@@ -12,6 +12,7 @@ import torch
 from alignment import DEFAULT_MAX_FACES, draw_faces, load_image, paste_back_faces
 from pti.config import PRESET_NAMES, ConfigError, PTIConfig, preset
 from pti.metrics import METRIC_NOTES, MSE_SCALE
+from pti.placements import FACES_FILENAME, write_placements
 from pti.progress import Cancelled, Progress
 
 # The pipeline's pivot methods (kept here so that `--help` does not import the pipeline and its models).
@@ -22,9 +23,6 @@ PIVOT_TITLES = {"w": "W projection", "e4e": "e4e"}
 # With --all-faces: the photo with each face's box and number; with --paste-back: the reconstructions pasted back.
 FACES_PREVIEW_FILENAME = "faces.png"
 PASTED_FILENAME = "pasted.png"
-# Where each face sits in the photo (quad, landmarks), read by `edit --paste-back`.
-FACES_FILENAME = "faces.json"
-FACES_FORMAT = "pti-faces"
 
 
 def add_pti_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +76,8 @@ def print_progress(progress: Progress) -> None:
     """Progress callback: one line on stderr for every step that carries losses, and for each phase's last step."""
     if progress.losses or progress.step == progress.total:
         losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
-        print(f"[{progress.phase}] step {progress.step}/{progress.total} {losses} ({progress.elapsed_s:.1f} s)",
+        face = "" if progress.identity is None else f" face {progress.identity + 1}"
+        print(f"[{progress.phase}{face}] step {progress.step}/{progress.total} {losses} ({progress.elapsed_s:.1f} s)",
               file=sys.stderr, flush=True)
 
 
@@ -150,7 +149,7 @@ def run_invert(args: argparse.Namespace) -> int:
     photo = load_image(args.photo) if group is not None or args.paste_back else None  # decoded once
     if group is not None:
         draw_faces(photo, group).save(out / FACES_PREVIEW_FILENAME)
-    write_placements(out / FACES_FILENAME, args.photo, [identity.aligned for identity in result.identities])
+    write_placements(out / FACES_FILENAME, Path(args.photo).resolve(), [identity.aligned for identity in result.identities])
     if args.paste_back:
         paste_back_faces(photo, [identity.aligned for identity in result.identities],
                          [identity.pivot_tuned for identity in result.identities]).save(out / PASTED_FILENAME)
@@ -165,14 +164,6 @@ def run_invert(args: argparse.Namespace) -> int:
         print(f"skipped the face at ({skipped.box.left:.0f}, {skipped.box.top:.0f}): {skipped.reason}")
     print(f"written to {out}")
     return 0
-
-
-def write_placements(path: Path, photo: Path, faces) -> None:
-    """Write where each face sits in the photo (`faces.json`), for `python -m pti edit --paste-back`."""
-    placements = [{"number": number, "quad": face.quad.tolist(), "landmarks": face.landmarks.tolist()}
-                  for number, face in enumerate(faces, start=1)]
-    path.write_text(json.dumps({"format": FACES_FORMAT, "version": 1, "photo": str(Path(photo).resolve()),
-                                "size": list(faces[0].original_size), "faces": placements}, indent=1))
 
 
 def write_identity(result, identity, folder: Path) -> dict:

@@ -26,9 +26,10 @@ class InversionTimings:
 
     setup: float  # the call outside the steps: models to the device, W statistics, reconstructions, results back
     pivot: float  # the W projection's steps, or the e4e encoder pass
-    projection_steps: int  # steps the projection ran (0 for an e4e pivot)
-    tuning: float  # the tuning's steps (their locality regularisation included)
-    tuning_steps: int  # steps the tuning ran (fewer than asked for after an early stop)
+    projection_steps: int  # steps the projections ran, over every face (0 for e4e pivots)
+    tuning: float  # the tuning's updates (their locality regularisation included)
+    tuning_steps: int  # updates the tuning ran (fewer than asked for after an early stop; one face each in the
+    # multi-ID schedule)
     locality: bool  # whether the locality regulariser was on
 
     def __post_init__(self) -> None:
@@ -114,13 +115,15 @@ class GpuDurations:
                                               render_image=times.render_image * scale)
             self._measured_render = True
 
-    def inversion(self, *, projection_steps: int, tuning_steps: int, locality: bool, pivot: str) -> Estimate:
-        """Expected seconds of an inversion (projection steps count only for the 'w' pivot)."""
+    def inversion(self, *, projection_steps: int, tuning_steps: int, locality: bool, pivot: str,
+                  faces: int = 1) -> Estimate:
+        """Expected seconds of an inversion of `faces` faces into one generator: a projection per face (the e4e
+        pivots in one batched pass), and in the multi-ID schedule `tuning_steps` updates per face."""
         with self._lock:
             times, measured = self._times, self._measured_inversion
-        pivot_seconds = projection_steps * times.projection_step if pivot == "w" else times.e4e_pivot
+        pivot_seconds = faces * projection_steps * times.projection_step if pivot == "w" else times.e4e_pivot
         tuning_step = times.tuning_step * (times.locality_factor if locality else 1.0)
-        return Estimate(times.setup + pivot_seconds + tuning_steps * tuning_step, measured)
+        return Estimate(times.setup + pivot_seconds + faces * tuning_steps * tuning_step, measured)
 
     def render(self, images: int) -> Estimate:
         """Expected seconds of rendering `images` images of an edit chain."""

@@ -94,9 +94,9 @@ def checked(value: T | Failure) -> T:
     return value
 
 
-def _inversion_seconds(key: str, aligned_face: "AlignedFace", settings: "InversionSettings") -> int:
+def _inversion_seconds(key: str, aligned_faces: "tuple[AlignedFace, ...]", settings: "InversionSettings") -> int:
     """Seconds to ask for an inversion (same arguments as `invert_steps`)."""
-    return registered(key).gpu_seconds(settings)
+    return registered(key).gpu_seconds(settings, faces=len(aligned_faces))
 
 
 def _render_seconds(key: str, generator: torch.nn.Module, codes: torch.Tensor,
@@ -106,13 +106,14 @@ def _render_seconds(key: str, generator: torch.nn.Module, codes: torch.Tensor,
 
 
 @gpu_task(duration=_inversion_seconds)
-def invert_steps(key: str, aligned_face: "AlignedFace",
-                 settings: "InversionSettings") -> Iterator["Progress | Inversion | Failure"]:
-    """PTI on the registered editor, in a thread: yields every step's `Progress`, then the `Inversion` (on the CPU),
-    or a `Failure`. Closing the iterator (Stop) cancels the run within one step and waits for it to end."""
+def invert_steps(key: str, aligned_faces: "tuple[AlignedFace, ...]",
+                 settings: "InversionSettings") -> Iterator["Progress | tuple[Inversion, ...] | Failure"]:
+    """PTI of one or several faces (one generator tuned for all) on the registered editor, in a thread: yields every
+    step's `Progress`, then one `Inversion` per face (on the CPU, sharing the tuned generator), or a `Failure`.
+    Closing the iterator (Stop) cancels the run within one step and waits for it to end."""
     updates: queue.Queue = queue.Queue()
     stop = threading.Event()
-    outcome: list[Inversion | Failure] = []
+    outcome: list[tuple[Inversion, ...] | Failure] = []
 
     def report(progress: Progress) -> bool:
         updates.put(progress)
@@ -121,7 +122,7 @@ def invert_steps(key: str, aligned_face: "AlignedFace",
     def run() -> None:
         try:
             fork_safe_cpu_threads()
-            outcome.append(registered(key).run_inversion(aligned_face, settings, report))
+            outcome.append(registered(key).run_inversions(aligned_faces, settings, report))
         except Exception as error:  # noqa: BLE001 - carried back to the caller, which raises it
             outcome.append(as_failure(error))
         finally:
