@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import gradio as gr
 import torch
 
-from alignment import AlignmentError
+from alignment import DEFAULT_MAX_FACES, AlignmentError
 from editing_directions.edit import Edit
 from editing_directions import global_directions
 from editing_directions.errors import EditingError
@@ -33,7 +33,8 @@ from pti.config import PRESET_NAMES, ConfigError
 from pti.cpu_allocator import keep_freed_memory, release_freed_memory
 from pti.e4e import E4ECheckpointError, E4EGeneratorMismatchError
 from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, FaceEditor, Inversion, \
-    InversionSettings, Photo, SettingsError
+    GroupPhoto, GroupSession, InversionSettings, Photo, SettingsError
+from pti.images import side_by_side
 from pti.ops import cuda_plugin
 from pti.progress import Progress
 from pti.serving.download_folders import DownloadFolders
@@ -45,6 +46,7 @@ from pti.session_spill import SessionSpiller
 from pti.session_store import SessionStore, SessionTooLargeError, format_bytes
 
 LOGGER = logging.getLogger("pti.app")
+Session = EditingSession | GroupSession
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLES = (("astronaut.png", "Eileen Collins (NASA)"), ("grace_hopper.jpg", "Grace Hopper (US Navy)"))
 # Seconds between two progress updates sent to the browser (previews are sent as soon as they come).
@@ -73,6 +75,10 @@ LICENCE_LINES = (
     ("StyleCLIP global directions (fs3)", "styleclip-fs3-ffhq"),
     ("CLIP ViT-B/32 (text edits)", "clip-vit-b-32-openai"),
 )
+# The choice after a photo with several faces: invert the face picked under the photo, or every face together.
+ONE_FACE, ALL_FACES_CHOICE = "one", "all"
+# The face a group's edit applies to: every face (this), or one, numbered from 0.
+ALL_FACES = -1
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:])/(?:[\w.@+-]+/)+([\w.@+-]+)")
 
 CSS = """
@@ -99,6 +105,7 @@ class AppOptions:
     concurrency: int = 1  # GPU jobs (inversions, edit renders) running at once
     queue_size: int = 16  # jobs waiting at most; more are refused with a message
     max_file_size: str = "20mb"  # largest upload
+    max_faces: int = DEFAULT_MAX_FACES  # faces of a group photo inverted together at most (the largest are kept)
     landmarks: str | None = None  # dlib 68-landmark model file (None: through the weights registry)
     lpips: str = "auto"  # 'auto', 'pretrained' or 'random' LPIPS backbones
     mapper_dir: str | None = None  # folder of extra StyleCLIP mapper files (*.pt)
@@ -149,6 +156,9 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
                         help="jobs waiting at most [PTI_QUEUE_SIZE]")
     parser.add_argument("--max-file-size", default=env("PTI_MAX_FILE_SIZE", defaults.max_file_size),
                         help="largest upload, e.g. 20mb [PTI_MAX_FILE_SIZE]")
+    parser.add_argument("--max-faces", type=int, default=int(env("PTI_MAX_FACES", defaults.max_faces)),
+                        help="faces of a group photo inverted together at most; the largest are kept (each face "
+                             "adds about one inversion's time) [PTI_MAX_FACES]")
     parser.add_argument("--landmarks", default=env("PTI_LANDMARKS"),
                         help="dlib shape_predictor_68_face_landmarks.dat to use instead of the Hub's [PTI_LANDMARKS]")
     parser.add_argument("--lpips", choices=("auto", "pretrained", "random"), default=env("PTI_LPIPS", "auto"),
@@ -172,9 +182,10 @@ def parse_args(argv: Sequence[str] | None = None) -> AppOptions:
                          max_sessions=args.max_sessions, max_session_mb=args.max_session_mb,
                          max_session_disk_gb=args.max_session_disk_gb, session_idle_minutes=args.session_idle_minutes,
                          concurrency=args.concurrency, queue_size=args.queue_size, max_file_size=args.max_file_size,
+                         max_faces=args.max_faces,
                          landmarks=args.landmarks, lpips=args.lpips, mapper_dir=args.mapper_dir, e4e=args.e4e,
                          zerogpu_max_seconds=args.zerogpu_max_seconds, approximate=args.approximate)
-    for name in ("max_sessions", "max_session_mb", "concurrency", "queue_size"):
+    for name in ("max_sessions", "max_session_mb", "concurrency", "queue_size", "max_faces"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if options.max_session_disk_gb < 0 or options.session_idle_minutes <= 0:
@@ -252,15 +263,47 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def describe_progress(progress: Progress, pivot: str = "w") -> str:
-    """One line about a running inversion: phase, step, losses and the time left in the phase."""
+def faces_choices(count: int) -> list[tuple[str, str]]:
+    """The choices 'this face / all faces' for a photo with `count` usable faces."""
+    return [("This face (picked under the photo)", ONE_FACE), (f"All {count} faces together (one generator)",
+                                                                ALL_FACES_CHOICE)]
+
+
+def edit_face_choices(count: int) -> list[tuple[str, int]]:
+    """The choices of the face a group's edits apply to: every face, or face 1..count (values from 0)."""
+    return [("All faces", ALL_FACES)] + [(f"Face {number}", number - 1) for number in range(1, count + 1)]
+
+
+def chosen_face(face: float | None, session: GroupSession) -> int | None:
+    """The face (from 0) a group's edit applies to, None for every face; a readable error when out of range."""
+    if face is None or int(face) == ALL_FACES:
+        return None
+    if float(face) != int(face) or not 0 <= int(face) < len(session.faces):
+        raise gr.Error(f"There is no face {face!r} to edit: choose all faces ({ALL_FACES}) or a face from 0 to "
+                       f"{len(session.faces) - 1} (face 1 to {len(session.faces)} in the preview).",
+                       print_exception=False)
+    return int(face)
+
+
+def describe_progress(progress: Progress, pivot: str = "w", faces: int = 1) -> str:
+    """One line about a running inversion of `faces` faces: phase (and face), step, losses and the time left in the
+    phase."""
     finding = "e4e encoder (finding the pivot)" if pivot == "e4e" else "Projection (finding the pivot)"
     phase = finding if progress.phase == "projection" else "Pivotal tuning"
+    if faces > 1:
+        face = "" if progress.identity is None else f"face {progress.identity + 1} of {faces}"
+        phase += (f" of {face}" if progress.phase == "projection" and face
+                  else f" of all {faces} faces" + (f", this update {face}" if face else ""))
     losses = " · ".join(f"{name} {value:.4g}" for name, value in progress.losses.items())
     left = progress.elapsed_s / max(progress.step, 1) * (progress.total - progress.step)
     parts = [f"**{phase}** · step {progress.step}/{progress.total}", losses,
              f"{format_seconds(progress.elapsed_s)} elapsed, about {format_seconds(left)} left in this phase"]
     return " · ".join(part for part in parts if part)
+
+
+def edit_count(count: int) -> str:
+    """'no edits', '1 edit', '3 edits'."""
+    return "no edits" if count == 0 else f"{count} edit{'s' if count != 1 else ''}"
 
 
 def step_caption(index: int, edit: Edit, labels: dict[str, str]) -> str:
@@ -272,10 +315,15 @@ def step_caption(index: int, edit: Edit, labels: dict[str, str]) -> str:
 
 
 class SessionHandlers:
-    """The event handlers: each reads the session's state, asks the editor, and returns what the screen shows."""
+    """The event handlers: each reads the session's state, asks the editor, and returns what the screen shows.
 
-    def __init__(self, editor: FaceEditor, store: SessionStore[EditingSession], downloads_root: Path) -> None:
+    A session is one face (`EditingSession`) or every face of a group photo (`GroupSession`); for a group, the edit
+    handlers take the face they edit (`face` from 0, or ALL_FACES)."""
+
+    def __init__(self, editor: FaceEditor, store: SessionStore[Session], downloads_root: Path, *,
+                 max_faces: int = DEFAULT_MAX_FACES) -> None:
         self.editor = editor
+        self.max_faces = max_faces
         self.store = store
         self.folders = DownloadFolders(downloads_root)
         self.stops = StopRequests()
@@ -292,7 +340,7 @@ class SessionHandlers:
         self.stops.request(request.session_hash)
         self.store.release(request.session_hash)
 
-    def session(self, request: gr.Request) -> EditingSession:
+    def session(self, request: gr.Request) -> Session:
         """The session's inversion, or a readable error (never inverted, or evicted to make room)."""
         session = self.store.get(request.session_hash)
         if session is None:
@@ -312,25 +360,62 @@ class SessionHandlers:
         finally:
             self.folders.release(held)
 
-    def result_outputs(self, session: EditingSession, paste_back: bool, request: gr.Request,
-                       held: list[Path]) -> tuple:
-        """Gallery, step picker, result image and downloads of a session (written to a new folder, added to `held`)."""
+    def result_outputs(self, session: Session, paste_back: bool, request: gr.Request, held: list[Path],
+                       face: float | None = ALL_FACES) -> tuple:
+        """Gallery, step picker, result image and downloads of a session (written to a new folder, added to `held`);
+        for a group, of the face `face` edits (ALL_FACES: every face's final image in the gallery)."""
+        if isinstance(session, GroupSession):
+            return self.group_result_outputs(session, paste_back, request, held, chosen_face(face, session))
         gallery = [(session.step_images[0], "0. start: PTI reconstruction")]
         gallery += [(image, step_caption(i + 1, edit, self.labels))
                     for i, (image, edit) in enumerate(zip(session.step_images[1:], session.edits, strict=True))]
-        steps = gr.Dropdown(choices=[(step_caption(i + 1, e, self.labels), i) for i, e in enumerate(session.edits)],
-                            value=len(session.edits) - 1 if session.edits else None)
+        steps = self.step_picker(session.edits)
         pasted = self.editor.paste_back(session.photo, session.final_image) if paste_back else None
-        inversion_folder = session.files.pivot.parent
+        folder = self.downloads_folder(session.files.pivot.parent, request, held)
+        files = self.editor.write_downloads(session, folder, pasted=pasted)
+        result = gr.Image(value=pasted if pasted is not None else session.final_image,
+                          label="Pasted back into the photo" if pasted is not None else "Final face")
+        return gallery, steps, result, [str(path) for path in files.paths]
+
+    def group_result_outputs(self, session: GroupSession, paste_back: bool, request: gr.Request, held: list[Path],
+                             face: int | None) -> tuple:
+        """`result_outputs` of a group: the gallery of every face (face None) or of one face's steps."""
+        finals = [one.final_image for one in session.faces]
+        if face is None:
+            gallery = [(one.final_image, f"Face {number} · {edit_count(len(one.edits))} (click to edit this face)")
+                       for number, one in enumerate(session.faces, start=1)]
+            chains = {one.edits for one in session.faces}
+            steps = self.step_picker(chains.pop() if len(chains) == 1 else ())
+        else:
+            one = session.faces[face]
+            gallery = [(one.step_images[0], f"Face {face + 1} · 0. start: PTI reconstruction")]
+            gallery += [(image, f"Face {face + 1} · {step_caption(i + 1, edit, self.labels)}")
+                        for i, (image, edit) in enumerate(zip(one.step_images[1:], one.edits, strict=True))]
+            steps = self.step_picker(one.edits)
+        pasted = self.editor.paste_back_group(session, finals) if paste_back else None
+        folder = self.downloads_folder(session.files.pivots.parent, request, held)
+        files = self.editor.write_group_downloads(session, folder, pasted=pasted)
+        if pasted is not None:
+            result = gr.Image(value=pasted, label="Every face pasted back into the photo")
+        elif face is None:
+            result = gr.Image(value=side_by_side(finals), label=f"Final faces 1-{len(finals)}, left to right")
+        else:
+            result = gr.Image(value=finals[face], label=f"Final face {face + 1}")
+        return gallery, steps, result, [str(path) for path in files.paths]
+
+    def step_picker(self, edits: Sequence[Edit]) -> gr.Dropdown:
+        """The picker of a chain's steps (the last one chosen)."""
+        return gr.Dropdown(choices=[(step_caption(i + 1, e, self.labels), i) for i, e in enumerate(edits)],
+                           value=len(edits) - 1 if edits else None)
+
+    def downloads_folder(self, inversion_folder: Path, request: gr.Request, held: list[Path]) -> Path:
+        """Hold the inversion's folder and a new folder for this answer's files (both added to `held`)."""
         if not self.folders.hold(inversion_folder):
             raise gr.Error("A newer photo or inversion replaced this one.", print_exception=False)
         held.append(inversion_folder)
         folder = self.folders.new_folder(request.session_hash, "edits")
         held.append(folder)
-        files = self.editor.write_downloads(session, folder, pasted=pasted)
-        result = gr.Image(value=pasted if pasted is not None else session.final_image,
-                          label="Pasted back into the photo" if pasted is not None else "Final face")
-        return gallery, steps, result, [str(path) for path in files.paths]
+        return folder
 
     # ----- photo and alignment -----------------------------------------------------------------------------------
 
@@ -345,6 +430,30 @@ class SessionHandlers:
         return (photo, photo.aligned.image, self.face_picker(photo), self.aligned_status(photo),
                 *self.cleared_results())
 
+    def find_faces(self, photo: Photo | None) -> tuple:
+        """Every usable face of a photo with several: the numbered preview, the choice 'this face / all faces', the
+        face picker labelled with the preview's numbers, and a status naming any skipped face and why."""
+        hidden = (None, gr.Image(value=None, visible=False), gr.Radio(value=ONE_FACE, visible=False))
+        if photo is None or len(photo.aligned.faces) < 2:
+            return *hidden, gr.skip(), gr.skip()
+        try:
+            group = self.editor.align_group(photo, max_faces=self.max_faces)
+        except AlignmentError:  # no face usable for a group (too small, cut off): the one-face path still works
+            return *hidden, gr.skip(), gr.skip()
+        count = len(group.group.faces)
+        if count > 1:
+            status = (f"{count} faces found (numbered in the preview). Invert **this face** (pick another under the "
+                      f"photo) or **all faces** together, then press **Invert**.")
+        else:
+            status = self.aligned_status(photo)
+        skipped = [f"a face at ({face.box.left:.0f}, {face.box.top:.0f}) is skipped: "
+                   + face.reason.replace("(max_faces)", "(the app's --max-faces)") for face in group.group.skipped]
+        if skipped:
+            status += " " + "; ".join(skipped).capitalize() + "."
+        return (group, gr.Image(value=self.editor.faces_preview(group), visible=True),
+                gr.Radio(choices=faces_choices(count), value=ONE_FACE, visible=count > 1),
+                self.face_picker(photo, group), status)
+
     def choose_face(self, face_index: int | None, photo: Photo | None, request: gr.Request) -> tuple:
         """Align another of the faces found in the photo."""
         if photo is None:
@@ -358,12 +467,21 @@ class SessionHandlers:
         return chosen, chosen.aligned.image, gr.skip(), self.aligned_status(chosen), *self.cleared_results()
 
     @staticmethod
-    def face_picker(photo: Photo) -> gr.Dropdown:
-        """The face picker: shown only when the photo has several faces."""
+    def face_picker(photo: Photo, group: GroupPhoto | None = None) -> gr.Dropdown:
+        """The face picker: shown only when the photo has several faces; with their numbers in the group preview."""
         faces = photo.aligned.faces
-        choices = [(f"Face {i + 1}" + (" (most confident)" if i == 0 else "") + f" · score {face.score:.2f}", i)
-                   for i, face in enumerate(faces)]
-        return gr.Dropdown(choices=choices, value=photo.aligned.face_index, visible=len(faces) > 1)
+        numbers = {} if group is None else {face.face_index: number
+                                            for number, face in enumerate(group.group.faces, start=1)}
+
+        def label(index: int) -> str:
+            if group is None:
+                name = f"Face {index + 1}"
+            else:
+                name = f"Face {numbers[index]}" if index in numbers else "A skipped face"
+            return name + (" (most confident)" if index == 0 else "") + f" · score {faces[index].score:.2f}"
+
+        return gr.Dropdown(choices=[(label(i), i) for i in range(len(faces))], value=photo.aligned.face_index,
+                           visible=len(faces) > 1)
 
     @staticmethod
     def aligned_status(photo: Photo) -> str:
@@ -379,6 +497,15 @@ class SessionHandlers:
                 gr.Image(value=None, label="PTI reconstruction (tuned generator)"),
                 [], gr.Dropdown(choices=[], value=None), gr.Image(value=None, label="Final face"), None)
 
+    def group_to_invert(self, photo: Photo, faces: str | None, group: GroupPhoto | None) -> GroupPhoto | None:
+        """The group to invert when `faces` asks for all of them and the photo has several usable faces (found again
+        when `group` is not this photo's), else None (the one face)."""
+        if faces != ALL_FACES_CHOICE:
+            return None
+        if group is None or group.encoded is not photo.encoded:
+            group = self.editor.align_group(photo, max_faces=self.max_faces)
+        return group if len(group.group.faces) > 1 else None
+
     # ----- settings ----------------------------------------------------------------------------------------------
 
     def preset_values(self, preset_name: str) -> tuple:
@@ -387,19 +514,24 @@ class SessionHandlers:
         return settings.projection_steps, settings.tuning_steps, settings.locality
 
     def estimate(self, preset_name: str, projection_steps: float, tuning_steps: float, locality: bool,
-                 seed: float, pivot: str) -> str:
-        """The settings in one line and their time estimate, shown under the Invert button."""
+                 seed: float, pivot: str, faces: str | None = ONE_FACE, group: GroupPhoto | None = None) -> str:
+        """The settings in one line and their time estimate (for every face when all are inverted), shown under the
+        Invert button."""
+        count = len(group.group.faces) if faces == ALL_FACES_CHOICE and group is not None else 1
         try:
             settings = self.settings(preset_name, projection_steps, tuning_steps, locality, seed, pivot)
-            estimate = self.editor.estimate(settings)
+            estimate = self.editor.estimate(settings, faces=count)
         except READABLE_ERRORS as error:
             return readable_message(error)
-        steps = (f"e4e pivot (one encoder pass) + {settings.tuning_steps} tuning steps" if settings.pivot == "e4e"
-                 else f"{settings.projection_steps} projection + {settings.tuning_steps} tuning steps")
+        per_face = " per face" if count > 1 else ""
+        steps = (f"e4e pivot (one encoder pass) + {settings.tuning_steps} tuning steps{per_face}"
+                 if settings.pivot == "e4e" else
+                 f"{settings.projection_steps} projection + {settings.tuning_steps} tuning steps{per_face}")
         locality = "locality regularisation on" if settings.locality else "locality regularisation off"
         basis = "" if estimate.measured else " (a first guess: the first inversion here measures it)"
+        faces_text = f" for all {count} faces" if count > 1 else ""
         return (f"Settings: {steps}, {locality} (*Inversion settings* below) · about "
-                f"**{format_seconds(estimate.seconds)}** on this {self.editor.hardware}{basis}.")
+                f"**{format_seconds(estimate.seconds)}**{faces_text} on this {self.editor.hardware}{basis}.")
 
     @staticmethod
     def settings(preset_name: str, projection_steps: float, tuning_steps: float, locality: bool, seed: float,
@@ -417,9 +549,10 @@ class SessionHandlers:
     # ----- inversion ---------------------------------------------------------------------------------------------
 
     def invert(self, photo: Photo | None, preset_name: str, projection_steps: float, tuning_steps: float,
-               locality: bool, seed: float, pivot: str, request: gr.Request,
-               progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
-        """PTI with live progress: yields status + previews, then the reconstructions, the gallery and downloads."""
+               locality: bool, seed: float, pivot: str, faces: str | None, group: GroupPhoto | None,
+               request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+        """PTI with live progress: yields status + previews, then the reconstructions, the gallery and downloads.
+        With `faces` = all and several usable faces: every face into one generator (multi-ID PTI)."""
         if photo is None:
             raise gr.Error("Give a photo first: upload one, use the webcam, paste one or click an example.",
                            print_exception=False)
@@ -427,34 +560,42 @@ class SessionHandlers:
         with shown_as_gradio_errors():
             settings = self.settings(preset_name, projection_steps, tuning_steps, locality, seed, pivot)
             self.editor.prepare_pivot(settings.pivot)  # e.g. e4e weights that fail to load: the session stays
+            group = self.group_to_invert(photo, faces, group)
+        count = 1 if group is None else len(group.group.faces)
         self.store.release(session_id)  # the previous inversion's edits no longer apply
         stop = self.stops.begin(session_id)
         skip = gr.skip()
-        inversion: Inversion | None = None
+        inverted: Inversion | GroupSession | None = None
         last_update = 0.0
         try:
             with shown_as_gradio_errors():
-                steps = self.editor.invert_steps(photo.aligned, settings)
+                steps = (self.editor.invert_steps(photo.aligned, settings) if group is None
+                         else self.editor.invert_group_steps(group, settings))
                 for item in steps:
                     if stop.is_set():
                         steps.close()
                         yield "Stopped. Press **Invert** to start again.", skip, skip, [], skip, skip, None
                         return
                     if not isinstance(item, Progress):
-                        inversion = item
+                        inverted = item
                         continue
-                    progress((item.step, item.total), desc=f"{item.phase} step {item.step}/{item.total}")
+                    face = "" if count == 1 or item.identity is None else f" · face {item.identity + 1}/{count}"
+                    progress((item.step, item.total), desc=f"{item.phase} step {item.step}/{item.total}{face}")
                     now = time.monotonic()
                     if item.preview is None and now - last_update < UI_UPDATE_INTERVAL_S:
                         continue
                     last_update = now
                     preview = skip if item.preview is None else item.preview
-                    yield (describe_progress(item, settings.pivot), preview if item.phase == "projection" else skip,
+                    yield (describe_progress(item, settings.pivot, count),
+                           preview if item.phase == "projection" else skip,
                            preview if item.phase == "tuning" else skip, skip, skip, skip, skip)
         finally:
             self.stops.end(session_id, stop)
             release_freed_memory()  # the tuning's activations: back to the system, not kept at peak
-        yield from self.answer(lambda held: self.inverted_outputs(photo, inversion, request, held))
+        if isinstance(inverted, GroupSession):
+            yield from self.answer(lambda held: self.group_inverted_outputs(inverted, request, held))
+        else:
+            yield from self.answer(lambda held: self.inverted_outputs(photo, inverted, request, held))
 
     def inverted_outputs(self, photo: Photo, inversion: Inversion, request: gr.Request, held: list[Path]) -> tuple:
         """Store a new inversion as the session's start, write its files once, and show it."""
@@ -476,6 +617,29 @@ class SessionHandlers:
             gallery, steps_picker, result, files,
         )
 
+    def group_inverted_outputs(self, session: GroupSession, request: gr.Request, held: list[Path]) -> tuple:
+        """Store a new group inversion as the session's start, write its files once, and show every face."""
+        folder = self.folders.new_folder(request.session_hash, "inversion")
+        held.append(folder)
+        session = dataclasses.replace(session, files=self.editor.write_group_inversion_files(session, folder))
+        self.store.put(request.session_hash, session)
+        gallery, steps_picker, result, files = self.result_outputs(session, False, request, held)
+        count = len(session.faces)
+        metrics = "; ".join(
+            f"face {number}: pivot {one.inversion.pivot_render.lpips:.3f} / {one.inversion.pivot_render.mse:.4f}, "
+            f"PTI {one.inversion.tuned_render.lpips:.3f} / {one.inversion.tuned_render.mse:.4f}"
+            for number, one in enumerate(session.faces, start=1))
+        return (
+            f"Inverted all {count} faces into one generator in {format_seconds(session.seconds)}. LPIPS / MSE to each "
+            f"aligned face: {metrics} (LPIPS-AlexNet; MSE on pixels in [-1, 1]). Now add edits below, to every face "
+            f"or to one (*Edit which face*).",
+            gr.Image(value=side_by_side([one.inversion.pivot_render.image for one in session.faces]),
+                     label=f"Pivots of faces 1-{count} (original generator)"),
+            gr.Image(value=side_by_side([one.inversion.tuned_render.image for one in session.faces]),
+                     label=f"PTI reconstructions of faces 1-{count} (one tuned generator)"),
+            gallery, steps_picker, result, files,
+        )
+
     def stop(self, request: gr.Request) -> str:
         """Ask this session's running inversion to stop (within one optimisation step); says what it did."""
         message = "Stopping…" if self.stops.request(request.session_hash) else "Nothing is running."
@@ -492,63 +656,137 @@ class SessionHandlers:
         return gr.Slider(minimum=option.min, maximum=option.max, step=option.step, value=option.default,
                          label=f"Strength of {option.label}")
 
-    def add_edit(self, key: str, strength: float, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
-        """Append an edit to the chain and render every step; a failed edit leaves the chain as it was."""
+    def add_edit(self, key: str, strength: float, paste_back: bool, face: float | None,
+                 request: gr.Request) -> Iterator[tuple]:
+        """Append an edit to the chain (of the chosen face, or of every face) and render every step; a failed edit
+        leaves the chains as they were."""
         session = self.session(request)
-        yield from self.answer(lambda held: self.apply_edits(
-            session, (*session.edits, self.editor.parse_edit(key, strength)), paste_back, request, held))
+
+        def outputs(held: list[Path]) -> tuple:
+            edit = self.editor.parse_edit(key, strength)
+            return self.apply_edits(session, lambda edits: (*edits, edit), paste_back, request, held, face)
+
+        yield from self.answer(outputs)
 
     def add_text_edit(self, neutral: str, target: str, alpha: float, beta: float, paste_back: bool,
-                      request: gr.Request) -> Iterator[tuple]:
+                      face: float | None, request: gr.Request) -> Iterator[tuple]:
         """Append an edit typed as two sentences (StyleCLIP global direction); says how many channels it moves. CLIP
         runs here, outside the GPU call; a refused edit (empty or too long sentence, same sentences, a beta that
-        keeps no channel) leaves the chain as it was."""
+        keeps no channel) leaves the chains as they were."""
         session = self.session(request)
 
         def outputs(held: list[Path]) -> tuple:
             edit = self.editor.text_edit(neutral, target, alpha, beta)
             channels = self.editor.text_channels(edit)
-            *shown, status = self.apply_edits(session, (*session.edits, edit), paste_back, request, held)
+            *shown, status = self.apply_edits(session, lambda edits: (*edits, edit), paste_back, request, held, face)
             return (*shown, f"Text edit '{edit.neutral}' → '{edit.name}' moves **{channels}** style channel"
                             f"{'s' if channels != 1 else ''} (about 10-20 for a colour, 100-200 for a shape is "
                             f"typical; beta sets how many). {status}")
 
         yield from self.answer(outputs)
 
-    def remove_edit(self, index: float | None, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
-        """Drop one step of the chain (the steps after it are rendered again)."""
+    def remove_edit(self, index: float | None, paste_back: bool, face: float | None,
+                    request: gr.Request) -> Iterator[tuple]:
+        """Drop one step of the chain (of the chosen face, or of every face when their chains are the same); the
+        steps after it are rendered again."""
         session = self.session(request)
-        if index is None or not 0 <= int(index) < len(session.edits):
-            raise gr.Error(f"Pick a step to remove (1 to {len(session.edits)})." if session.edits
-                           else "The chain is empty.", print_exception=False)
-        edits = session.edits[:int(index)] + session.edits[int(index) + 1:]
-        yield from self.answer(lambda held: self.apply_edits(session, edits, paste_back, request, held))
+        if isinstance(session, GroupSession) and (chosen := chosen_face(face, session)) is not None:
+            edits = session.faces[chosen].edits
+        elif isinstance(session, GroupSession):
+            chains = {one.edits for one in session.faces}
+            if len(chains) > 1:
+                raise gr.Error("The faces' chains differ: choose one face under *Edit which face* to remove its "
+                               "steps.", print_exception=False)
+            edits = chains.pop()
+        else:
+            edits = session.edits
+        if index is None or not 0 <= int(index) < len(edits):
+            raise gr.Error(f"Pick a step to remove (1 to {len(edits)})." if edits else "The chain is empty.",
+                           print_exception=False)
+        step = int(index)
+        yield from self.answer(lambda held: self.apply_edits(
+            session, lambda chain: chain[:step] + chain[step + 1:], paste_back, request, held, face))
 
-    def clear_edits(self, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
-        """Remove every edit: back to the PTI reconstruction."""
+    def clear_edits(self, paste_back: bool, face: float | None, request: gr.Request) -> Iterator[tuple]:
+        """Remove every edit (of the chosen face, or of every face): back to the PTI reconstruction."""
         session = self.session(request)
-        cleared = dataclasses.replace(session, edits=(), step_images=session.step_images[:1])
 
         def outputs(held: list[Path]) -> tuple:
-            self.store.put(request.session_hash, cleared)
-            return *self.result_outputs(cleared, paste_back, request, held), "Chain cleared."
+            *shown, _ = self.apply_edits(session, lambda edits: (), paste_back, request, held, face)
+            return *shown, "Chain cleared."
 
         yield from self.answer(outputs)
 
-    def apply_edits(self, session: EditingSession, edits: tuple, paste_back: bool, request: gr.Request,
-                    held: list[Path]) -> tuple:
-        """Render `edits` on the session's pivot; store and show the new chain only if that worked."""
-        images = self.editor.render_chain(session, edits)
-        updated = dataclasses.replace(session, edits=edits, step_images=images)
+    def apply_edits(self, session: Session, change: Callable[[tuple[Edit, ...]], tuple[Edit, ...]],
+                    paste_back: bool, request: gr.Request, held: list[Path], face: float | None = ALL_FACES) -> tuple:
+        """Render the chain `change` makes of the session's (for a group: of the chosen face's, or of every face's);
+        store and show the new chains only if that worked. An emptied chain needs no rendering."""
+        if isinstance(session, GroupSession):
+            updated, status = self.apply_group_edits(session, change, chosen_face(face, session))
+        else:
+            edits = change(session.edits)
+            images = self.editor.render_chain(session, edits) if edits else session.step_images[:1]
+            updated = dataclasses.replace(session, edits=edits, step_images=images)
+            status = f"{edit_count(len(edits)).capitalize()} in the chain." if edits else "The chain is empty."
         self.store.put(request.session_hash, updated)
-        count = len(edits)
-        return (*self.result_outputs(updated, paste_back, request, held),
-                f"{count} edit{'s' if count != 1 else ''} in the chain." if count else "The chain is empty.")
+        return (*self.result_outputs(updated, paste_back, request, held, face), status)
 
-    def show_result(self, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
-        """The final face, or the photo with it pasted back, and the downloads."""
+    def apply_group_edits(self, session: GroupSession, change: Callable[[tuple[Edit, ...]], tuple[Edit, ...]],
+                          face: int | None) -> tuple[GroupSession, str]:
+        """The group with the chains of face `face` (None: every face) changed and rendered in one call, and a
+        status line."""
+        chosen = range(len(session.faces)) if face is None else (face,)
+        chains = {index: change(session.faces[index].edits) for index in chosen}
+        images = self.editor.render_group(session, {index: edits for index, edits in chains.items() if edits})
+        faces = list(session.faces)
+        for index, edits in chains.items():
+            faces[index] = dataclasses.replace(faces[index], edits=edits,
+                                               step_images=images.get(index, faces[index].step_images[:1]))
+        counts = [len(one.edits) for one in faces]
+        if face is not None:
+            status = f"Face {face + 1}: {edit_count(counts[face])} (the other faces are unchanged)."
+        elif len(set(counts)) == 1:
+            status = f"Every face: {edit_count(counts[0])}."
+        else:
+            status = "; ".join(f"face {number}: {edit_count(count)}"
+                               for number, count in enumerate(counts, start=1)).capitalize() + "."
+        return dataclasses.replace(session, faces=tuple(faces)), status
+
+    def show_result(self, paste_back: bool, face: float | None, request: gr.Request) -> Iterator[tuple]:
+        """The final face (for a group: every face, or the chosen one), or the photo with the faces pasted back, and
+        the downloads."""
         session = self.session(request)
-        yield from self.answer(lambda held: self.result_outputs(session, paste_back, request, held)[2:])
+        yield from self.answer(lambda held: self.result_outputs(session, paste_back, request, held, face)[2:])
+
+    def show_face(self, face: float | None, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
+        """A group's gallery, step picker, result and downloads for the face chosen to edit (or every face)."""
+        session = self.store.get(request.session_hash)
+        if not isinstance(session, GroupSession):
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        yield from self.answer(lambda held: self.result_outputs(session, paste_back, request, held, face))
+
+    def gallery_selected(self, face: float | None, paste_back: bool, event: gr.SelectData,
+                         request: gr.Request) -> Iterator[tuple]:
+        """A click in the gallery: in a group's every-face view it chooses that face to edit (and shows its steps);
+        otherwise it picks the clicked step of the chain."""
+        session = self.store.get(request.session_hash)
+        if not isinstance(session, GroupSession) or chosen_face(face, session) is not None:
+            yield selected_step(event), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+
+        def outputs(held: list[Path]) -> tuple:
+            gallery, steps, result, files = self.result_outputs(session, paste_back, request, held, event.index)
+            return steps, event.index, gallery, result, files
+
+        yield from self.answer(outputs)
+
+    def edit_face_picker(self, request: gr.Request) -> gr.Dropdown:
+        """The choice of the face to edit: shown after a group's inversion (every face, or face 1..N)."""
+        session = self.store.get(request.session_hash)
+        if not isinstance(session, GroupSession):
+            return gr.Dropdown(value=ALL_FACES, visible=False)
+        return gr.Dropdown(choices=edit_face_choices(len(session.faces)), value=ALL_FACES, visible=True)
 
 
 def selected_step(event: gr.SelectData) -> int | None:
@@ -606,7 +844,7 @@ def licences_text() -> str:
                       *lines, "- Example photos: public domain (NASA; US Navy), see `examples/CREDITS.md`."])
 
 
-def session_store(options: AppOptions) -> SessionStore[EditingSession]:
+def session_store(options: AppOptions) -> SessionStore[Session]:
     """The per-session store of tuned generators, bounded as `options` say; sessions that leave memory are written
     to a folder of its own, removed with the store (or at exit, SIGTERM included)."""
     spill_root = Path(tempfile.mkdtemp(prefix="pti-sessions-"))
@@ -619,12 +857,12 @@ def session_store(options: AppOptions) -> SessionStore[EditingSession]:
 
 
 def build_demo(editor: FaceEditor, options: AppOptions, *,
-               store: SessionStore[EditingSession] | None = None) -> gr.Blocks:
+               store: SessionStore[Session] | None = None) -> gr.Blocks:
     """The Blocks app over `editor`; sessions live in `store` (default: a new one bounded by `options`)."""
     install_atomic_cache_writes()  # before any image is returned (a no-op outside the Gradio versions it fixes)
     store = store if store is not None else session_store(options)
     downloads_root = Path(tempfile.mkdtemp(prefix="pti-app-"))
-    handlers = SessionHandlers(editor, store, downloads_root)
+    handlers = SessionHandlers(editor, store, downloads_root, max_faces=options.max_faces)
     store.add_release_listener(handlers.forget)
     edit_options = editor.edit_options()
     defaults = editor.settings_for("fast" if editor.runs_on_cpu else "paper")
@@ -636,12 +874,17 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
                     "invert the face, stack edits, paste the result back into the photo.")
         banner = gr.Markdown(banner_text(editor, serving_notes(editor, options)), elem_id="banner")
         photo_state = gr.State(None)
+        group_state = gr.State(None)  # every usable face of the photo, when it has several
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=240):
                 upload = gr.Image(label="1 · Photo", sources=["upload", "webcam", "clipboard"], type="filepath",
                                   height=250, elem_id="photo")
                 face = gr.Dropdown(label="Face", choices=[], visible=False, interactive=True, elem_id="face")
+                faces_preview = gr.Image(label="Faces found, numbered left to right", interactive=False,
+                                         format="png", height=250, visible=False, elem_id="faces-preview")
+                faces_choice = gr.Radio(faces_choices(2), value=ONE_FACE, label="Invert", visible=False,
+                                        elem_id="faces-choice")
                 gr.Examples(examples=[[str(EXAMPLES_DIR / name)] for name, _ in EXAMPLES], inputs=[upload],
                             example_labels=[label for _, label in EXAMPLES], label="Examples (public domain)")
             with gr.Column(scale=3):
@@ -681,6 +924,11 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
         gr.Markdown("### 4 · Edit")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
+                # Every face number a group can have: the API checks a value against the choices given here.
+                edit_face = gr.Dropdown(edit_face_choices(options.max_faces), value=ALL_FACES,
+                                        label="Edit which face",
+                                        info="the numbers of the faces preview; or click a face in the gallery",
+                                        visible=False, interactive=True, elem_id="edit-face")
                 first = edit_options[0] if edit_options else None
                 edit_choice = gr.Dropdown([(f"{KIND_LABELS[o.kind]} · {o.label}", o.key) for o in edit_options],
                                           value=first.key if first else None, label="Edit", elem_id="edit")
@@ -730,35 +978,46 @@ def build_demo(editor: FaceEditor, options: AppOptions, *,
 
         cleared = [pivot_image, tuned_image, gallery, step_choice, result, downloads]
         upload.change(handlers.align, [upload], [photo_state, aligned, face, status, *cleared], api_name="align",
-                      preprocess=False, **light)
+                      preprocess=False, **light).then(
+            handlers.find_faces, [photo_state], [group_state, faces_preview, faces_choice, face, status],
+            api_name="find_faces", **light).then(
+            handlers.edit_face_picker, None, [edit_face], api_visibility="private", queue=False)
         face.input(handlers.choose_face, [face, photo_state], [photo_state, aligned, face, status, *cleared],
                    api_name="choose_face", **light)
         settings_inputs = [preset_choice, projection_steps, tuning_steps, locality, seed, pivot_choice]
+        faces_inputs = [faces_choice, group_state]
         preset_choice.input(handlers.preset_values, [preset_choice], [projection_steps, tuning_steps, locality],
                             api_visibility="private", queue=False)
         for widget in (projection_steps, tuning_steps, locality):
             widget.input(lambda: "custom", None, [preset_choice], api_visibility="private", queue=False)
         if editor.can_invert:  # the first estimate times a few steps, so it runs once the page is open
-            gr.on([demo.load, *(w.change for w in settings_inputs)], handlers.estimate, settings_inputs, [estimate],
+            gr.on([demo.load, *(w.change for w in [*settings_inputs, faces_choice])], handlers.estimate,
+                  [*settings_inputs, *faces_inputs], [estimate],
                   api_visibility="private", concurrency_id="estimate", concurrency_limit=1, trigger_mode="always_last")
-        invert_button.click(handlers.invert, [photo_state, *settings_inputs],
+        invert_button.click(handlers.invert, [photo_state, *settings_inputs, *faces_inputs],
                             [status, pivot_image, tuned_image, gallery, step_choice, result, downloads],
-                            api_name="invert", show_progress_on=[aligned], **gpu)
+                            api_name="invert", show_progress_on=[aligned], **gpu).then(
+            handlers.edit_face_picker, None, [edit_face], api_visibility="private", queue=False)
         # Outside the queue, so it runs at once even when the queue is full (the answer is for API users; people see
         # a toast and then the inversion's own "Stopped" line).
         stop_button.click(handlers.stop, None, [stop_answer], api_name="stop", queue=False)
         gr.on([demo.load, edit_choice.change], handlers.edit_slider, [edit_choice], [strength],
               api_visibility="private", queue=False)
         edit_outputs = [gallery, step_choice, result, downloads, edit_status]
-        add_button.click(handlers.add_edit, [edit_choice, strength, paste_back], edit_outputs, api_name="add_edit",
-                         **gpu)
-        add_text_button.click(handlers.add_text_edit, [neutral_text, target_text, alpha, beta, paste_back], edit_outputs,
-                              api_name="add_text_edit", **gpu)
-        remove_button.click(handlers.remove_edit, [step_choice, paste_back], edit_outputs, api_name="remove_edit",
-                            **gpu)
-        clear_button.click(handlers.clear_edits, [paste_back], edit_outputs, api_name="clear_edits", **light)
-        gallery.select(selected_step, None, [step_choice], api_visibility="private", queue=False)
-        paste_back.change(handlers.show_result, [paste_back], [result, downloads], api_name="paste_back", **light)
+        add_button.click(handlers.add_edit, [edit_choice, strength, paste_back, edit_face], edit_outputs,
+                         api_name="add_edit", **gpu)
+        add_text_button.click(handlers.add_text_edit, [neutral_text, target_text, alpha, beta, paste_back, edit_face],
+                              edit_outputs, api_name="add_text_edit", **gpu)
+        remove_button.click(handlers.remove_edit, [step_choice, paste_back, edit_face], edit_outputs,
+                            api_name="remove_edit", **gpu)
+        clear_button.click(handlers.clear_edits, [paste_back, edit_face], edit_outputs, api_name="clear_edits",
+                           **light)
+        gallery.select(handlers.gallery_selected, [edit_face, paste_back],
+                       [step_choice, edit_face, gallery, result, downloads], api_visibility="private", **light)
+        edit_face.input(handlers.show_face, [edit_face, paste_back], [gallery, step_choice, result, downloads],
+                        api_name="edit_face", **light)
+        paste_back.change(handlers.show_result, [paste_back, edit_face], [result, downloads], api_name="paste_back",
+                          **light)
         demo.unload(handlers.release)
         # The state of the CUDA ops' background build changes after start-up: each page shows it as it is then.
         demo.load(lambda: banner_text(editor, serving_notes(editor, options)), None, [banner], queue=False,

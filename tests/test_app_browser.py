@@ -127,3 +127,46 @@ def test_photo_invert_two_edits_in_the_browser(app_url, page, tmp_path):
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(screenshot, Path(target) / "screenshot.png")
+
+
+def test_a_group_photo_in_the_browser(app_url, page, tmp_path):
+    """Every face of a group photo: inverted together, an edit for all, one for face 2 (picked in the gallery),
+    every face pasted back, the zip in the downloads."""
+    from playwright.sync_api import expect
+
+    import group_photos
+
+    photo = tmp_path / "group.jpg"
+    group_photos.side_by_side().save(photo, quality=92)
+    page.goto(app_url, wait_until="domcontentloaded", timeout=STEP_TIMEOUT_MS)
+    page.set_input_files("#photo input[type=file]", str(photo))
+    expect(page.locator("#faces-preview img")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text("2 faces found (numbered in the preview)")
+    page.get_by_label("All 2 faces together (one generator)").check()
+    page.click("#settings")
+    set_number(page, "projection-steps", "3")
+    set_number(page, "tuning-steps", "2")
+    expect(page.locator("#estimate")).to_contain_text("for all 2 faces", timeout=STEP_TIMEOUT_MS)
+    page.click("#invert")
+    expect(page.locator("#status")).to_contain_text("Inverted all 2 faces", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#edit-face")).to_be_visible()
+    expect(page.locator("#gallery img")).to_have_count(2)
+
+    set_number(page, "strength", "2")
+    page.click("#add")
+    expect(page.locator("#edit-status")).to_contain_text("Every face: 1 edit", timeout=STEP_TIMEOUT_MS)
+    page.locator("#gallery img").nth(1).click()  # face 2: its steps
+    expect(page.locator("#gallery")).to_contain_text("Face 2 · 1. Age", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#edit-face input")).to_have_value("Face 2")
+    page.click("#edit input")
+    page.get_by_role("option", name="InterfaceGAN · Smile").click()
+    set_number(page, "strength", "-1.5")
+    page.click("#add")
+    expect(page.locator("#edit-status")).to_contain_text("Face 2: 2 edits", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#gallery")).to_contain_text("Face 2 · 2. Smile")
+
+    page.click("#paste-back input")
+    expect(page.locator("#result")).to_contain_text("Every face pasted back into the photo", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#downloads")).to_contain_text("group", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#downloads")).to_contain_text("face_2_edit_chain")
+    expect(page.locator(".toast-body")).to_have_count(0)
