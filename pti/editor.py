@@ -223,13 +223,13 @@ class Downloads:
 
 @dataclass(frozen=True)
 class GroupDownloads:
-    """Files written for a group session, for people to download: each file, and all of them in one zip."""
+    """Files written for a group session, for people to download: each file, and all but the weights in one zip."""
 
     pasted: Path | None  # every edited face pasted back into the photo (PNG), when asked for
     finals: tuple[Path, ...]  # final edited face of each face (PNG)
     chains: tuple[Path, ...]  # edit chain of each face (JSON)
     files: GroupFiles
-    archive: Path  # every file above in one zip
+    archive: Path  # every file above and in `files` but the tuned weights, in one zip
 
     @property
     def paths(self) -> list[Path]:

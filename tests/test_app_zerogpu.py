@@ -181,3 +181,30 @@ def test_two_sessions_at_once_get_their_own_results(zerogpu):
     assert np.abs(starts["astronaut"] - starts["hopper"]).max() > 10
     assert_released_cleanly(api)
     assert "Traceback" not in log.read_text()
+
+
+def test_a_group_photo_through_the_gpu_worker(zerogpu, tmp_path):
+    """Every face of a group photo in one GPU call (the faces and the inversions pickled both ways), the edits of
+    both faces rendered in one call, the group pasted back."""
+    import group_photos
+
+    url, api, log = zerogpu
+    photo = tmp_path / "group.jpg"
+    group_photos.side_by_side().save(photo, quality=92)
+    client = Client(url, verbose=False)
+    try:
+        client.predict(handle_file(str(photo)), api_name="/align")
+        scheduled = len(api.calls_to("/schedule"))
+        status, pivots, tuned, gallery, *_ = client.predict(*SETTINGS, "all", api_name="/invert")
+        assert status.startswith("Inverted all 2 faces") and image(tuned).shape == (32, 64, 3)
+        assert len(api.calls_to("/schedule")) == scheduled + 1  # one GPU call for both faces
+        every = client.predict("interfacegan:age", 2.0, False, -1, api_name="/add_edit")
+        assert every[4] == "Every face: 1 edit." and len(api.calls_to("/schedule")) == scheduled + 2
+        assert all(not np.array_equal(image(after), image(before)) for after, before in zip(every[0], gallery))
+        result, files = client.predict(True, -1, api_name="/paste_back")
+        assert image(result).shape[:2] == image(str(photo)).shape[:2]
+        assert "group.zip" in {Path(path).name for path in files}
+        assert_released_cleanly(api)
+        assert "Traceback" not in log.read_text()
+    finally:
+        client.close()
