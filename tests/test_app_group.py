@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_process import free_port
+from app_in_process import served
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -28,7 +28,7 @@ ASTRONAUT = Path(__file__).resolve().parent.parent / "examples" / "astronaut.png
 
 @pytest.fixture(scope="module")
 def options(landmarks_model_path) -> app.AppOptions:
-    return app.AppOptions(model="tiny", device="cpu", host="127.0.0.1", port=free_port(),
+    return app.AppOptions(model="tiny", device="cpu", host="127.0.0.1",
                           landmarks=str(landmarks_model_path), lpips="random", max_file_size="1mb")
 
 
@@ -39,10 +39,8 @@ def editor(options):
 
 @pytest.fixture(scope="module")
 def url(editor, options):
-    demo = app.build_demo(editor, options)
-    demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(options))
-    yield f"http://127.0.0.1:{options.port}/"
-    demo.close()
+    with served(editor, options) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from app_process import free_port
+from app_in_process import served
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -22,7 +22,7 @@ QUICK_SETTINGS = ("fast", 2, 1, False, 0, "w")
 
 @pytest.fixture(scope="module")
 def options(landmarks_model_path) -> app.AppOptions:
-    return app.AppOptions(model="tiny", device="cpu", host="127.0.0.1", port=free_port(),
+    return app.AppOptions(model="tiny", device="cpu", host="127.0.0.1",
                           landmarks=str(landmarks_model_path), lpips="random")
 
 
@@ -33,10 +33,8 @@ def editor(options):
 
 @pytest.fixture(scope="module")
 def url(editor, options):
-    demo = app.build_demo(editor, options)
-    demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(options))
-    yield f"http://127.0.0.1:{options.port}/"
-    demo.close()
+    with served(editor, options) as address:
+        yield address
 
 
 def pixels(path: str | dict) -> np.ndarray:
