@@ -115,7 +115,8 @@ def test_validate_pca_names_the_field_and_the_source():
         ("mean", torch.ones(2, W_DIM), r"'mean' should have shape \[1, D\], found \(2, 32\)"),
         ("mean", torch.ones(1, 1, W_DIM), r"'mean' should have shape \[1, D\], found \(1, 1, 32\)"),
         ("mean", torch.ones(1, 0), r"'mean' should have shape \[1, D\], found \(1, 0\)"),
-        ("comp", torch.ones(NUM_COMPONENTS, 1, W_DIM + 1), r"'comp' should have shape \[K, 1, 32\], found \(60, 1, 33\)"),
+        ("comp", torch.ones(NUM_COMPONENTS, 1, W_DIM + 1),
+         r"'comp' should have shape \[K, 1, 32\], found \(60, 1, 33\)"),
         ("comp", torch.ones(NUM_COMPONENTS, 2, W_DIM), r"'comp' should have shape \[K, 1, 32\], found \(60, 2, 32\)"),
         ("std", torch.ones(NUM_COMPONENTS, 1), r"'std' should have shape \[60\], found \(60, 1\)"),
     ],
@@ -163,7 +164,7 @@ def test_component_indices_from_zero_to_k_minus_one_only(pca):
         expected = (w[:, 0].double().numpy() - raw["mean"][0]) @ raw["comp"][component, 0] / raw["std"][component]
         np.testing.assert_allclose(component_coordinate(w, pca, component).numpy(), expected, rtol=1e-4, atol=1e-5)
     for component in (-1, NUM_COMPONENTS):
-        with pytest.raises(DirectionFileError, match=f"component {component} does not exist: the PCA has 60 components"):
+        with pytest.raises(DirectionFileError, match=f"component {component} does not exist: the PCA has 60 comp"):
             component_coordinate(w, pca, component)
 
 
