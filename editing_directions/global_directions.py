@@ -13,6 +13,7 @@ the converted generators, as safetensors.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -154,7 +155,8 @@ def cached_style_std(G: torch.nn.Module, *, cache_dir: str | Path | None = None,
         save_file({f"layer_{index:02d}": std for index, std in enumerate(layers)}, str(temporary))
         os.replace(temporary, path)
     except OSError:  # a read-only cache only costs computing it again next time
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing to remove, or no folder at all (a file in the way)
+            temporary.unlink()
     return layers
 
 

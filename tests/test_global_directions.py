@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -446,3 +447,98 @@ def test_prepare_text_loads_everything_once(tiny_generator):
     assert loads == ["encoder"]
     library.text_direction(Edit.text("grey hair", 4.1))
     assert loads == ["encoder"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Edge cases of the direction, fs3 files and the std cache (mutation testing, #18)
+
+
+def test_a_channel_scoring_exactly_beta_is_kept_and_features_may_come_as_rows():
+    # dt = (1, 0, 0): a row's relevance is its first entry, exactly 0.25 or 0.125 (binary fractions)
+    fs3 = np.array([[0.25, np.sqrt(1 - 0.25 ** 2), 0.0], [-0.25, 0.0, np.sqrt(1 - 0.25 ** 2)],
+                    [0.125, 0.0, np.sqrt(1 - 1 / 64)]])
+    neutral, target = np.array([[0.0, 0.6, 0.8]]), np.array([[1.0, 0.6, 0.8]])  # (1, D) rows, as CLIP returns them
+    delta_s, channels = global_direction(fs3, neutral, target, beta=0.25, layer_std=[np.array([2.0, 3.0, 5.0])])
+    assert channels == 2  # |r| == beta is kept (the authors drop |r| < beta only)
+    np.testing.assert_array_equal(delta_s[0], np.array([2.0, -3.0, 0.0], dtype=np.float32))
+
+
+def test_equal_features_name_the_fix():
+    features = unit(np.random.default_rng(3).standard_normal(6))
+    with pytest.raises(TextEditError, match="^the neutral and target sentences give the same CLIP features, so there "
+                                            "is no direction; change the target sentence to say what should change$"):
+        global_direction(unit(np.ones((3, 6))), features, features + 1e-8, beta=0.1, layer_std=[np.ones(3)])
+
+
+def test_fs3_files_of_the_wrong_kind_are_refused_with_what_was_found(tmp_path):
+    with pytest.raises(DirectionFileError, match="^fs3 file not found: .*absent.npy$"):
+        load_fs3(tmp_path / "absent.npy")
+    cases = {
+        "cube.npy": (np.ones((2, 3, 4)), r"expected a 2-d floating-point array \(channels, D\), found \(2, 3, 4\)"),
+        "flat.npy": (np.ones(4), r"expected a 2-d .* found \(4,\)"),
+        "int.npy": (np.ones((3, 4), dtype=np.int64), r"expected a 2-d .* found \(3, 4\)"),
+    }
+    for name, (array, message) in cases.items():
+        np.save(tmp_path / name, array)
+        with pytest.raises(DirectionFileError, match=f"{name}: {message}"):
+            load_fs3(tmp_path / name)
+    np.savez(tmp_path / "archive.npz", fs3=unit(np.ones((3, 4))))  # np.load gives an NpzFile, not an array
+    with pytest.raises(DirectionFileError, match=r"archive.npz: expected a 2-d .* found <class '.*NpzFile'>"):
+        load_fs3(tmp_path / "archive.npz")
+
+
+def test_fs3_rows_must_be_finite_unit_vectors_within_one_percent(tmp_path):
+    rows = unit(np.random.default_rng(4).standard_normal((5, 8)))
+    np.save(tmp_path / "close.npy", rows * np.array([[1.0], [1.005], [0.995], [1.0], [1.0]]))
+    loaded = load_fs3(tmp_path / "close.npy")
+    assert loaded.dtype == np.float32 and loaded.shape == (5, 8)
+    for name, change, message in (("long.npy", 1.5, r"norms 1.000 to 1.500"), ("short.npy", 0.98, r"norms 0.980 to")):
+        scaled = rows.copy()
+        scaled[2] *= change
+        np.save(tmp_path / name, scaled)
+        with pytest.raises(DirectionFileError, match=f"{name}: fs3 rows should be finite unit vectors \\({message}"):
+            load_fs3(tmp_path / name)
+    rows[1, 3] = np.nan
+    np.save(tmp_path / "nan.npy", rows)
+    with pytest.raises(DirectionFileError, match="fs3 rows should be finite unit vectors"):
+        load_fs3(tmp_path / "nan.npy")
+
+
+def test_std_uses_the_truncation_cutoff_it_is_given_and_returns_float32(tiny_generator):
+    G = tiny_generator
+    samples = 300
+    z = torch.from_numpy(np.random.RandomState(5).randn(samples, G.z_dim))
+    with torch.no_grad():
+        ws = G.mapping(z, None, truncation_psi=0.7, truncation_cutoff=2)  # layers 2.. not truncated
+        direct = [layer.affine(ws[:, index]).numpy().std(axis=0) for index, (_, layer) in
+                  enumerate(G.synthesis.style_layers())]
+    computed = style_std(G, samples=samples, truncation_cutoff=2)
+    assert all(std.dtype == np.float32 for std in computed)
+    for got, want in zip(computed, direct):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_std_cache_default_folder_nested_folders_chunks_and_an_unwritable_folder(tiny_generator, tmp_path):
+    G = tiny_generator
+    expected = style_std(G, samples=200)
+    # default: $PTI_CACHE_DIR/converted (the fixture points PTI_CACHE_DIR at tmp_path / "pti-cache")
+    got = cached_style_std(G, samples=200)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    names = [path.name for path in (tmp_path / "pti-cache" / "converted").iterdir()]
+    assert len(names) == 1 and re.fullmatch(r"style-std-[0-9a-f]{32}\.safetensors", names[0])
+    # the chunk size does not change the std, so it is not part of the name
+    nested = tmp_path / "a" / "b"
+    cached_style_std(G, cache_dir=nested, samples=200, chunk=64)
+    cached_style_std(G, cache_dir=nested, samples=200, chunk=200)
+    assert [path.name for path in nested.iterdir()] == names
+    # a cache folder that cannot be made (a file is in the way): computed, not kept, no error
+    (tmp_path / "file").write_text("not a folder")
+    unwritable = cached_style_std(G, cache_dir=tmp_path / "file" / "cache", samples=200)
+    assert all(np.array_equal(a, b) for a, b in zip(unwritable, expected))
+
+
+def test_the_std_key_of_a_bfloat16_generator_is_computed_in_float32(tiny_generator):
+    from editing_directions.global_directions import _std_key
+
+    key = _std_key(tiny_generator.to(torch.bfloat16), {"samples": 10})  # numpy has no bfloat16
+    assert re.fullmatch(r"[0-9a-f]{32}", key)
