@@ -491,3 +491,70 @@ def test_negative_indices_reach_the_first_edit(library):
     assert chain.remove(-3) == b and chain.edits == (c, a)
     with pytest.raises(IndexError, match="edit index -3 is out of range for a chain of 2 edits"):
         chain.remove(-3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Edit records and their text form in detail (mutmut survivors)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: Edit("warp", "smile", 1.0), UnknownEditError,
+         "^unknown edit kind 'warp'; expected one of interfacegan, ganspace, styleclip, text$"),
+        (lambda: Edit("interfacegan", "", 1.0), EditSyntaxError, "^an edit needs a non-empty name, got ''$"),
+        (lambda: Edit("interfacegan", 5, 1.0), EditSyntaxError, "^an edit needs a non-empty name, got 5$"),
+        (lambda: Edit("interfacegan", "age", True), EditStrengthError,
+         "^edit interfacegan:age: strength must be a number, got True$"),
+        (lambda: Edit("interfacegan", "age", "2"), EditStrengthError, "strength must be a number, got '2'$"),
+        (lambda: Edit.text("", 2.0), EditSyntaxError,
+         "^the target sentence of the text edit is empty; type one, e.g. 'a smiling face'$"),
+        (lambda: Edit.text("grey hair", 2.0, neutral=" "), EditSyntaxError,
+         "^the neutral sentence of the text edit is empty; type one, e.g. 'a face'$"),
+        (lambda: Edit.text("a Face", 2.0), EditSyntaxError,
+         "^the target sentence is the same as the neutral one \\('a Face'\\); change the target to say what should "
+         "change, e.g. 'a smiling face'$"),
+        (lambda: Edit.text("grey hair", 2.0, beta=float("nan")), EditStrengthError,
+         "^text edit 'grey hair': beta must be a finite number, got nan$"),
+        (lambda: Edit.text("grey hair", 2.0, beta=True), EditStrengthError, "beta must be a finite number, got True"),
+        (lambda: Edit.text("grey hair", 2.0, beta="0.1"), EditStrengthError, "beta must be a finite number"),
+    ],
+)
+def test_bad_edits_are_refused_saying_what_to_give(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_strength_and_beta_are_stored_as_floats():
+    edit = Edit("interfacegan", "age", 2)
+    assert type(edit.strength) is float and edit.to_text() == "interfacegan:age=2.0"
+    text = Edit.text("grey hair", 2, beta=1)
+    assert type(text.beta) is float and text.to_text() == "text:a face->grey hair=2.0,1.0"
+
+
+def test_text_edit_sentences_may_hold_an_arrow_or_an_equals_sign():
+    arrow = Edit.text("a face with a -> tattoo", 2.0)
+    assert Edit.parse(arrow.to_text()) == arrow  # the first arrow ends the neutral sentence
+    assert Edit.parse("text:a face with e=mc2 written on it=3") == Edit.text("a face with e=mc2 written on it", 3.0)
+    assert Edit.parse("text:a photo->grey hair=2") == Edit.text("grey hair", 2.0, neutral="a photo")
+
+
+def test_a_second_equals_sign_is_not_part_of_a_name():
+    with pytest.raises(EditSyntaxError, match="^cannot parse edit 'smile=2=3': strength '2=3' is not a number$"):
+        Edit.parse("smile=2=3")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("text:grey hair", "^cannot parse edit 'text:grey hair': expected text:\\[NEUTRAL->\\]TARGET=ALPHA\\[,BETA\\], "
+                           "e.g. text:a face->a smiling face=4.1$"),
+        ("text:grey hair=4,0.1,0.2", "^cannot parse edit 'text:grey hair=4,0.1,0.2': after '=' give ALPHA or "
+                                     "ALPHA,BETA, e.g. 4.1,0.15$"),
+        ("text:grey hair=4,x", "^cannot parse edit 'text:grey hair=4,x': '4,x' is not ALPHA or ALPHA,BETA "
+                               "\\(numbers\\)$"),
+    ],
+)
+def test_bad_text_edit_text_says_the_form(text, message):
+    with pytest.raises(EditSyntaxError, match=message):
+        Edit.parse(text)
