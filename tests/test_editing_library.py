@@ -2,15 +2,21 @@
 options and ranges, validation, lazy loading and its cache (many written from mutmut survivors, #18)."""
 from __future__ import annotations
 
+import hashlib
 import re
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from editing_directions.catalogue import HAIRSTYLES, MapperEntry, WeightSource, default_mapper_catalogue, \
     folder_mapper_catalogue, hub_mapper_catalogue, mapper_label, mapper_name
-from editing_directions.errors import MapperFileError
+from editing_directions.edit import Edit
+from editing_directions.errors import DirectionFileError, EditStrengthError, LatentShapeError, MapperFileError, \
+    UnknownEditError
+from editing_directions.ganspace import GanspacePCA
+from editing_directions.library import TEXT_OPTION, EditLibrary, EditOption
+from editing_directions.styleclip import random_levels_mapper
 from pti.weights import REGISTRY, WeightFile, WeightsError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,3 +157,243 @@ def test_a_hub_repo_with_two_files_of_one_name_is_refused(listing):
     with pytest.raises(MapperFileError, match="^Hub repo someone/mappers: hub:someone/mappers/a/afro.pt and "
                                               "hub:someone/mappers/b/Afro.pt both give the mapper name 'afro'"):
         hub_mapper_catalogue("someone/mappers")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The library: options, validation, lazy loading
+
+
+def a_pca(w_dim: int = 32, seed: int = 0) -> GanspacePCA:
+    g = torch.Generator().manual_seed(seed)
+    comp = torch.randn(60, 1, w_dim, generator=g)
+    return GanspacePCA(mean=torch.randn(1, w_dim, generator=g), comp=comp / comp.norm(dim=2, keepdim=True),
+                       std=torch.rand(60, generator=g) + 0.5)
+
+
+class CountingEncoder:
+    """Text features without CLIP (a seeded unit vector of 16 per sentence); counts the sentences it encodes."""
+
+    def __init__(self):
+        self.encoded = []
+
+    def __call__(self):
+        """Not a `TextEncoder`, so the library takes it as the function that builds the encoder: itself."""
+        return self
+
+    def check(self, sentence, what="sentence"):
+        return sentence
+
+    def encode(self, sentence):
+        self.encoded.append(sentence)
+        seed = int.from_bytes(hashlib.sha256(sentence.encode()).digest()[:4], "little")
+        feature = np.random.default_rng(seed).standard_normal(16)
+        return (feature / np.linalg.norm(feature)).astype(np.float32)
+
+
+def text_parts(channels=(4, 6)):
+    """fs3 (unit rows of 16), a counting encoder and a per-layer std for a generator with these style channels."""
+    fs3 = np.random.default_rng(1).standard_normal((sum(channels), 16))
+    return {"fs3": fs3 / np.linalg.norm(fs3, axis=1, keepdims=True), "text_encoder": CountingEncoder(),
+            "layer_std": [np.full(count, 0.5 + layer) for layer, count in enumerate(channels)]}
+
+
+def test_each_kind_offers_its_range_and_default():
+    library = EditLibrary.from_tensors(directions={"age": torch.randn(32)}, pca=a_pca(),
+                                       mappers={"purple_hair": random_levels_mapper(32, seed=1)},
+                                       labels={"interfacegan:age": "Age (mine)", "ganspace:smile": "Grin"})
+    assert library.options() == (
+        EditOption("interfacegan", "age", "Age (mine)", -3.0, 3.0, 0.1, 0.0),
+        EditOption("ganspace", "eye_openness", "Eye openness", -10.0, 10.0, 0.1, 5.0),
+        EditOption("ganspace", "smile", "Grin", -10.0, 10.0, 0.1, -6.0),
+        EditOption("ganspace", "trimmed_beard", "Trimmed beard", -10.0, 10.0, 0.1, 7.0),
+        EditOption("styleclip", "purple_hair", "Purple hair", 0.0, 0.3, 0.01, 0.1))
+    assert [option.key for option in library.options("ganspace")] == [
+        "ganspace:eye_openness", "ganspace:smile", "ganspace:trimmed_beard"]
+    assert library.options("text") == () and not library.offers_text
+    assert TEXT_OPTION == EditOption("text", "sentence", "Text (StyleCLIP global direction)", -10.0, 10.0, 0.1, 4.1)
+    default_labels = EditLibrary.from_tensors(directions={"pose": torch.randn(32)})
+    assert default_labels.option("interfacegan", "pose").label == "Head pose (yaw)"
+
+
+def test_unknown_kinds_and_names_are_refused_listing_what_exists():
+    library = EditLibrary.from_tensors(directions={"age": torch.randn(32), "smile": torch.randn(32)})
+    with pytest.raises(UnknownEditError, match="^unknown InterfaceGAN direction 'mohawk'; known: age, smile, pose$"):
+        EditLibrary.from_tensors(directions={"mohawk": torch.randn(32)})
+    with pytest.raises(UnknownEditError, match="^unknown edit kind 'warp'; expected one of interfacegan, ganspace, "
+                                               "styleclip, text$"):
+        library.option("warp", "age")
+    with pytest.raises(UnknownEditError, match="^this library has no text edits \\(they need fs3, CLIP and the "
+                                               "generator\\)$"):
+        library.option("text", "grey hair")
+    with pytest.raises(UnknownEditError, match="^unknown styleclip edit 'afro'; available: none in this library$"):
+        library.option("styleclip", "afro")
+    with pytest.raises(UnknownEditError, match="^unknown interfacegan edit 'pose'; available: age, smile$"):
+        library.direction("pose")
+    with pytest.raises(UnknownEditError, match="^this library has no GANSpace edits$"):
+        library.pca()
+    with pytest.raises(UnknownEditError, match="unknown styleclip edit 'afro'"):
+        library.mapper("afro")
+    with pytest.raises(UnknownEditError, match="unknown ganspace edit 'smile'"):
+        library.ganspace_coordinate("smile", torch.randn(1, 8, 32))
+
+
+def test_strengths_are_checked_against_the_range_ends_included():
+    library = EditLibrary.from_tensors(directions={"age": torch.randn(32)}, **text_parts())
+    for strength in (-3.0, 3.0):
+        assert library.validate(Edit("interfacegan", "age", strength)).name == "age"
+    for strength in (-3.001, 3.001):
+        with pytest.raises(EditStrengthError, match=f"^interfacegan edit 'age': strength {strength:g} is outside "
+                                                    r"the allowed range \[-3, 3\]$"):
+            library.validate(Edit("interfacegan", "age", strength))
+    for beta in (0.08, 0.3):
+        assert library.validate(Edit.text("grey hair", 10.0, beta=beta)) == TEXT_OPTION
+    for beta in (0.079, 0.301):
+        with pytest.raises(EditStrengthError, match=f"^text edit 'grey hair': beta {beta:g} is outside the allowed "
+                                                    r"range \[0.08, 0.3\]; the authors suggest 0.15$"):
+            library.validate(Edit.text("grey hair", 1.0, beta=beta))
+    with pytest.raises(EditStrengthError, match=r"strength -10.5 is outside the allowed range \[-10, 10\]"):
+        library.validate(Edit.text("grey hair", -10.5))
+
+
+def test_a_library_needs_a_loader_for_everything_it_offers():
+    age = EditOption("interfacegan", "age", "Age", -3, 3, 0.1, 0)
+    smile = EditOption("ganspace", "smile", "Smile", -10, 10, 0.1, -6)
+    with pytest.raises(ValueError, match="^no loader for ganspace:pca, interfacegan:age$"):
+        EditLibrary([smile, age], {})
+    with pytest.raises(ValueError, match="^text edits need loaders for all of text:fs3, text:encoder, text:std$"):
+        EditLibrary([], {"text:fs3": list, "text:std": list})
+    library = EditLibrary([age], {"interfacegan:age": list}, num_ws=8, description="mine")
+    assert (library.num_ws, library.description, library.options()) == (8, "mine", (age,))
+    assert (EditLibrary([], {}).num_ws, EditLibrary([], {}).description) == (None, "")
+
+
+def test_each_file_is_loaded_once_on_first_use():
+    loads = []
+    direction = torch.randn(32)
+    library = EditLibrary([EditOption("interfacegan", "age", "Age", -3, 3, 0.1, 0)],
+                          {"interfacegan:age": lambda: loads.append("age") or direction})
+    assert loads == []
+    assert library.direction("age") is direction and library.direction("age") is direction
+    assert loads == ["age"]
+
+
+def test_tensors_given_are_checked_like_files():
+    with pytest.raises(DirectionFileError, match="^direction 'age': the direction is all zeros$"):
+        EditLibrary.from_tensors(directions={"age": torch.zeros(32)})
+    pca = a_pca()
+    with pytest.raises(DirectionFileError, match="std"):
+        EditLibrary.from_tensors(pca=GanspacePCA(pca.mean, pca.comp, -pca.std))
+    with pytest.raises(TypeError, match="^mapper 'afro' should be a LevelsMapper, got Linear$"):
+        EditLibrary.from_tensors(mappers={"afro": torch.nn.Linear(2, 2)})
+    parts = text_parts()
+    for left_out in parts:
+        with pytest.raises(ValueError, match="^text edits need all of fs3, text_encoder and layer_std$"):
+            EditLibrary.from_tensors(**{name: part for name, part in parts.items() if name != left_out})
+    with pytest.raises(ValueError, match="^fs3 has 10 rows but layer_std has 11 channels$"):
+        EditLibrary.from_tensors(**(parts | {"layer_std": [np.ones(5), np.ones(6)]}))
+    library = EditLibrary.from_tensors(**(parts | {"fs3": parts["fs3"].astype(np.float64)}))
+    assert library.offers_text and library._load("text:fs3").dtype == np.float32
+
+
+def test_codes_of_the_wrong_kind_are_refused():
+    library = EditLibrary.from_tensors(directions={"age": torch.randn(32)})  # no layer count: any L
+    edit = Edit("interfacegan", "age", 1.0)
+    assert library.apply(edit, torch.zeros(1, 5, 32)).shape == (1, 5, 32)
+    for code, shape in ((torch.zeros(1, 8, 32, dtype=torch.int64), r"\(1, 8, 32\)"), (torch.zeros(8, 32), r"\(8, 32\)"),
+                        ([[0.0] * 32], "list")):
+        with pytest.raises(LatentShapeError, match=f"^edits need a floating-point W\\+ code of shape \\(N, L, D\\), "
+                                                   f"got {shape}$"):
+            library.apply(edit, code)
+
+
+def test_each_kind_applies_its_own_edit():
+    directions = {"age": torch.randn(32)}
+    pca, mapper = a_pca(), random_levels_mapper(32, seed=3)
+    library = EditLibrary.from_tensors(directions=directions, pca=pca, mappers={"m": mapper}, num_ws=8, **text_parts())
+    w = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(library.apply(Edit("interfacegan", "age", 2.0), w), w + 2.0 * directions["age"])
+    assert torch.allclose(library.apply(Edit("styleclip", "m", 0.2), w), w + 0.2 * mapper(w), atol=1e-6)
+    # GANSpace smile: component 46 on layers 4..5 set to coordinate -6 (std units) from the first layer's coordinate
+    c, s = pca.comp[46, 0].double(), pca.std[46].double()
+    coordinate = (w[:, 0].double() - pca.mean[0].double()) @ c / s
+    expected = w.double().clone()
+    expected[:, 4:5] += ((-6.0 - coordinate) * s)[:, None, None] * c
+    assert torch.allclose(library.apply(Edit("ganspace", "smile", -6.0), w).double(), expected, atol=1e-5)
+    assert torch.allclose(library.ganspace_coordinate("smile", w).double(), coordinate, atol=1e-5)
+    text = library.apply(Edit.text("grey hair", 2.0), w)  # a StyleSpace edit: W+ as it was, in a new tensor
+    assert torch.equal(text, w) and text is not w
+    text.add_(1.0)
+    assert not torch.equal(text, w)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Text edits: their direction, offsets and caches
+
+
+def test_a_text_direction_comes_from_both_sentences_and_beta():
+    from editing_directions.global_directions import global_direction
+
+    parts = text_parts()
+    encoder = parts["text_encoder"]
+    library = EditLibrary.from_tensors(**parts)
+    edit = Edit.text("grey hair", 3.0, neutral="a photo", beta=0.1)
+    direction = library.text_direction(edit)
+    expected = global_direction(parts["fs3"].astype(np.float32), encoder.encode("a photo"),
+                                encoder.encode("grey hair"), beta=0.1, layer_std=parts["layer_std"])
+    assert direction.channels == expected.channels
+    for got, want in zip(direction.delta_s, expected.delta_s, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    offsets = library.style_offsets(edit)
+    assert [offset.dtype for offset in offsets] == [torch.float32, torch.float32]
+    for offset, want in zip(offsets, expected.delta_s, strict=True):
+        torch.testing.assert_close(offset, torch.from_numpy(want) * 3.0)
+    with pytest.raises(EditStrengthError, match="beta 0.5"):  # validated first
+        library.text_direction(Edit.text("grey hair", 3.0, beta=0.5))
+
+
+def test_text_directions_are_cached_per_neutral_target_and_beta(monkeypatch):
+    import editing_directions.library as library_module
+
+    monkeypatch.setattr(library_module, "_DIRECTION_CACHE_SIZE", 2)
+    parts = text_parts()
+    encoder = parts["text_encoder"]
+    library = EditLibrary.from_tensors(**parts)
+    first = library.text_direction(Edit.text("grey hair", 1.0))
+    assert encoder.encoded == ["a face", "grey hair"]
+    assert library.text_direction(Edit.text("grey hair", -2.0)) is first  # alpha is not part of the direction
+    assert len(encoder.encoded) == 2
+    other_neutral = library.text_direction(Edit.text("grey hair", 1.0, neutral="a photo"))
+    assert other_neutral is not first and encoder.encoded[2:] == ["a photo", "grey hair"]
+    assert library.text_direction(Edit.text("grey hair", 1.0, beta=0.2)) is not first
+    assert len(encoder.encoded) == 6
+    # two are kept: the third evicted the oldest, `first`, so it is computed again; beta 0.2 stays cached
+    library.text_direction(Edit.text("grey hair", 1.0, beta=0.2))
+    assert len(encoder.encoded) == 6
+    assert library.text_direction(Edit.text("grey hair", 1.0)) is not first
+    assert len(encoder.encoded) == 8
+    library.text_direction(Edit.text("grey hair", 1.0, beta=0.2))
+    assert len(encoder.encoded) == 8
+
+
+def test_the_most_recently_used_text_direction_stays_cached(monkeypatch):
+    import editing_directions.library as library_module
+
+    monkeypatch.setattr(library_module, "_DIRECTION_CACHE_SIZE", 2)
+    library = EditLibrary.from_tensors(**text_parts())
+    a, b, c = (Edit.text(target, 1.0) for target in ("grey hair", "red hair", "blue hair"))
+    first = library.text_direction(a)
+    library.text_direction(b)
+    assert library.text_direction(a) is first  # a is now the newest, b the oldest
+    library.text_direction(c)  # evicts b
+    assert library.text_direction(a) is first
+
+
+def test_prepare_text_loads_the_parts_and_encodes_the_default_neutral():
+    loads = []
+    parts = text_parts()
+    encoder = parts["text_encoder"]
+    library = EditLibrary.from_tensors(fs3=parts["fs3"], layer_std=parts["layer_std"],
+                                       text_encoder=lambda: loads.append("encoder") or encoder)
+    library.prepare_text()
+    assert loads == ["encoder"] and encoder.encoded == ["a face"]
+    assert set(library._loaded) == {"text:fs3", "text:encoder", "text:std"}
