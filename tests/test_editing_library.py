@@ -397,3 +397,100 @@ def test_prepare_text_loads_the_parts_and_encodes_the_default_neutral():
     library.prepare_text()
     assert loads == ["encoder"] and encoder.encoded == ["a face"]
     assert set(library._loaded) == {"text:fs3", "text:encoder", "text:std"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# from_registry: which file each edit reads, and with what
+
+
+@pytest.fixture()
+def resolved(monkeypatch, tmp_path):
+    """`pti.weights.resolve` replaced (nothing online): records (registry key, cache_dir, progress) and returns a
+    file saved for that key in `resolved.files` (default: a random 32-dim direction)."""
+    import editing_directions.catalogue as catalogue
+
+    class Resolved:
+        calls: list = []
+        files: dict = {}
+
+    def resolve(weight_file, *, cache_dir, progress):
+        Resolved.calls.append((weight_file.key, cache_dir, progress))
+        path = tmp_path / f"{weight_file.key}.pt"
+        torch.save(Resolved.files.get(weight_file.key, torch.randn(1, 32)), path)
+        return path
+
+    monkeypatch.setattr(catalogue, "resolve", resolve)
+    return Resolved
+
+
+def test_registry_files_are_fetched_into_the_cache_given(resolved, tmp_path):
+    library = EditLibrary.from_registry(cache_dir=tmp_path / "hub", progress=False)
+    assert resolved.calls == []  # nothing is fetched before it is used
+    library.direction("pose")
+    assert resolved.calls == [("interfacegan-rotation", tmp_path / "hub", False)]
+    pca = a_pca()
+    resolved.files["ganspace-ffhq-pca"] = {"mean": pca.mean, "comp": pca.comp, "std": pca.std}
+    assert torch.equal(library.pca().comp, pca.comp)
+    assert resolved.calls[-1] == ("ganspace-ffhq-pca", tmp_path / "hub", False)
+    EditLibrary.from_registry().direction("age")
+    assert resolved.calls[-1] == ("interfacegan-age", None, True)
+
+
+def test_a_directions_folder_holds_the_release_file_names(tmp_path, resolved):
+    pose, pca = torch.randn(1, 32), a_pca()
+    torch.save(pose, tmp_path / "rotation.pt")
+    torch.save({"mean": pca.mean, "comp": pca.comp, "std": pca.std}, tmp_path / "ffhq_pca.pt")
+    library = EditLibrary.from_registry(directions_dir=str(tmp_path), default_mappers=False)
+    assert torch.equal(library.direction("pose"), pose[0])
+    assert torch.equal(library.pca().std, pca.std)
+    assert resolved.calls == [] and library.options("styleclip") == ()
+
+
+def test_mappers_of_a_folder_and_a_repo_replace_defaults_in_that_order(tmp_path, monkeypatch, resolved):
+    import huggingface_hub
+
+    import editing_directions.styleclip as styleclip
+
+    listings = []
+    monkeypatch.setattr(huggingface_hub, "list_repo_files",
+                        lambda repo_id, **options: listings.append((repo_id, options)) or ["m/afro.pt", "m/bob.pt"])
+    loads = []
+    monkeypatch.setattr(styleclip, "load_mapper", lambda path, *, device: loads.append((path.name, device)) or path)
+    (tmp_path / "bob.pt").write_bytes(b"x")
+    (tmp_path / "mohawk.pt").write_bytes(b"x")
+    library = EditLibrary.from_registry(mapper_dir=tmp_path, mapper_repo="someone/mappers", mapper_repo_type="space",
+                                        mapper_repo_revision="v1", mapper_subfolder="m", device="cuda:1")
+    assert listings == [("someone/mappers", {"repo_type": "space", "revision": "v1"})]
+    labels = {option.name: option.label for option in library.options("styleclip")}
+    assert len(labels) == 11 and (labels["afro"], labels["bob"], labels["mohawk"], labels["wavy"]) == (
+        "Afro", "Bob", "Mohawk", "Wavy hairstyle")
+    assert library.mapper("mohawk") == tmp_path / "mohawk.pt" and loads == [("mohawk.pt", "cuda:1")]
+    library.mapper("bob")  # the repo's, which came after the folder's
+    assert resolved.calls[-1][0] == "styleclip-user-bob" and loads[-1] == ("styleclip-user-bob.pt", "cuda:1")
+    library.mapper("wavy")
+    assert resolved.calls[-1][0] == "styleclip-wavy-hairstyle"
+
+
+def test_a_generator_brings_text_edits_read_from_the_registry(monkeypatch, tmp_path, resolved):
+    from types import SimpleNamespace
+
+    import editing_directions.global_directions as global_directions
+    import editing_directions.library as library_module
+
+    calls = []
+    parts = text_parts((4, 6))
+    monkeypatch.setattr(global_directions, "load_fs3",
+                        lambda path, *, channels: calls.append(("fs3", path.name, channels)) or parts["fs3"])
+    monkeypatch.setattr(library_module, "load_text_encoder",
+                        lambda path, *, device: calls.append(("clip", path.name, device)) or parts["text_encoder"])
+    generator = SimpleNamespace(synthesis=SimpleNamespace(style_channels=lambda: [4, 6]))
+    monkeypatch.setattr(global_directions, "cached_style_std", lambda G, *, cache_dir: calls.append(
+        ("std", G, cache_dir)) or parts["layer_std"])
+    assert not EditLibrary.from_registry().offers_text
+    library = EditLibrary.from_registry(generator=generator, device="cuda:1", std_cache_dir=tmp_path / "std",
+                                        cache_dir=tmp_path / "hub")
+    assert library.offers_text and calls == []
+    library.prepare_text()
+    assert calls == [("fs3", "styleclip-fs3-ffhq.pt", 10), ("clip", "clip-vit-b-32-openai.pt", "cuda:1"),
+                     ("std", generator, tmp_path / "std")]
+    assert [call[1:] for call in resolved.calls] == [(tmp_path / "hub", True)] * 2
