@@ -15,7 +15,7 @@ from editing_directions.edit import Edit
 from editing_directions.errors import DirectionFileError, EditStrengthError, LatentShapeError, MapperFileError, \
     UnknownEditError
 from editing_directions.ganspace import GanspacePCA
-from editing_directions.library import TEXT_OPTION, EditLibrary, EditOption
+from editing_directions.library import TEXT_OPTION, EditLibrary, EditOption, demo_library
 from editing_directions.styleclip import random_levels_mapper
 from pti.weights import REGISTRY, WeightFile, WeightsError
 
@@ -346,7 +346,7 @@ def test_a_text_direction_comes_from_both_sentences_and_beta():
     offsets = library.style_offsets(edit)
     assert [offset.dtype for offset in offsets] == [torch.float32, torch.float32]
     for offset, want in zip(offsets, expected.delta_s, strict=True):
-        torch.testing.assert_close(offset, torch.from_numpy(want) * 3.0)
+        assert torch.allclose(offset, torch.from_numpy(want) * 3.0, rtol=1e-6, atol=0)
     with pytest.raises(EditStrengthError, match="beta 0.5"):  # validated first
         library.text_direction(Edit.text("grey hair", 3.0, beta=0.5))
 
@@ -494,3 +494,66 @@ def test_a_generator_brings_text_edits_read_from_the_registry(monkeypatch, tmp_p
     assert calls == [("fs3", "styleclip-fs3-ffhq.pt", 10), ("clip", "clip-vit-b-32-openai.pt", "cuda:1"),
                      ("std", generator, tmp_path / "std")]
     assert [call[1:] for call in resolved.calls] == [(tmp_path / "hub", True)] * 2
+
+
+def test_the_encoder_checks_each_sentence_as_what_it_is():
+    class Checking(CountingEncoder):
+        def __init__(self):
+            super().__init__()
+            self.checked = []
+
+        def check(self, sentence, what="sentence"):
+            self.checked.append((sentence, what))
+            return sentence.upper()  # what check returns is what gets encoded
+
+    parts = text_parts()
+    encoder = Checking()
+    library = EditLibrary.from_tensors(**(parts | {"text_encoder": encoder}))
+    library.text_direction(Edit.text("grey hair", 1.0, neutral="a photo"))
+    assert encoder.checked == [("a photo", "neutral sentence"), ("grey hair", "target sentence")]
+    assert encoder.encoded == ["A PHOTO", "GREY HAIR"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The demo library: random edits under the real names, said to be random
+
+
+def test_the_demo_library_is_seeded_random_and_says_so():
+    library = demo_library(32, 8, seed=3)
+    assert library.num_ws == 8 and not library.offers_text
+    assert library.description == ("Random demo edits for a 32-dim generator with 8 W+ layers (seed 3): seeded random "
+                                   "directions, PCA and mappers under the real edit names; they carry no meaning.")
+    assert [option.label for option in library.options()] == [
+        "Age (random demo direction)", "Smile (random demo direction)", "Head pose (yaw) (random demo direction)",
+        "Eye openness (random demo component)", "Smile (random demo component)",
+        "Trimmed beard (random demo component)", "Random demo mapper 1", "Random demo mapper 2"]
+    pca = library.pca()
+    assert pca.comp.shape == (59, 1, 32)  # components 0..58: the highest PTI edit uses 58
+    assert torch.allclose(pca.comp.norm(dim=2), torch.ones(59, 1))
+    assert pca.mean.shape == (1, 32) and 0 < pca.mean.abs().max() < 0.5  # near the origin
+    assert 0.5 <= pca.std.min() and pca.std.max() < 1.5 and pca.std.shape == (59,)
+    w = torch.randn(1, 8, 32)
+    for index in (1, 2):  # mapper k of seed s is the random mapper of seed 1000 s + k
+        assert torch.equal(library.mapper(f"demo_{index}")(w), random_levels_mapper(32, seed=3000 + index)(w))
+    assert not torch.equal(library.direction("age"), library.direction("smile"))
+
+
+def test_the_demo_library_of_a_generator_has_random_text_edits(tiny_generator, monkeypatch):
+    import editing_directions.global_directions as global_directions
+    import editing_directions.library as library_module
+
+    encoders, stds = [], []
+    monkeypatch.setattr(library_module, "random_text_encoder",
+                        lambda **options: encoders.append(options) or CountingEncoder())
+    layer_std = text_parts(tiny_generator.synthesis.style_channels())["layer_std"]
+    monkeypatch.setattr(global_directions, "style_std", lambda G, **options: stds.append((G, options)) or layer_std)
+    library = demo_library(32, 8, seed=2, generator=tiny_generator)
+    assert stds == [(tiny_generator, {"samples": 10_000})]  # the std of s from 10 000 samples of the generator
+    assert library.offers_text and library.description.endswith(
+        "they carry no meaning. Text edits use a random fs3 and a tiny random CLIP text tower.")
+    fs3 = library._load("text:fs3")
+    assert fs3.shape == (sum(tiny_generator.synthesis.style_channels()), 16)
+    assert np.allclose(np.linalg.norm(fs3, axis=1), 1.0, rtol=1e-5, atol=0)
+    assert encoders == []  # built on the first text edit
+    library.prepare_text()
+    assert encoders == [{"embed_dim": 16, "seed": 2}]
