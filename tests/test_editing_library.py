@@ -65,6 +65,7 @@ def test_a_hub_source_is_resolved_in_the_cache_given(tmp_path, monkeypatch):
     ("__mohawk__", "mohawk", "Mohawk"),
     ("grey-hair v2.1", "grey-hair_v2.1", "Grey hair v2.1"),
     ("blond ++ hair!", "blond_hair", "Blond ++ hair!"),
+    ("Xmas_", "xmas", "Xmas"),  # only underscores are stripped from the ends
 ])
 def test_mapper_names_are_file_safe_and_labels_readable(stem, name, label):
     assert mapper_name(stem) == name
@@ -142,6 +143,8 @@ def test_a_hub_repo_gives_its_pt_files_under_the_subfolder(listing):
         "afro.pt", "encoders/e4e.pt", "mappers/Mohawk Hair.pt", "mappers/old/bob.pt", "mappersX/y.pt"]
     assert {entry.source.weight_file.revision for entry in every} == {"main"}
     assert {entry.source.weight_file.repo_type for entry in every} == {"model"}
+    listing.files = ["Xmas/tree.pt", "mas/star.pt"]
+    assert [entry.name for entry in hub_mapper_catalogue("someone/mappers", subfolder="Xmas")] == ["tree"]
 
 
 @pytest.mark.parametrize("error", [OSError("no route to host"), ValueError("bad repo id")])
