@@ -268,6 +268,7 @@ def test_a_library_needs_a_loader_for_everything_it_offers():
     library = EditLibrary([age], {"interfacegan:age": list}, num_ws=8, description="mine")
     assert (library.num_ws, library.description, library.options()) == (8, "mine", (age,))
     assert (EditLibrary([], {}).num_ws, EditLibrary([], {}).description) == (None, "")
+    assert (EditLibrary.from_tensors().num_ws, EditLibrary.from_tensors().description) == (None, "")
 
 
 def test_each_file_is_loaded_once_on_first_use():
@@ -539,6 +540,21 @@ def test_the_demo_library_is_seeded_random_and_says_so():
     for index in (1, 2):  # mapper k of seed s is the random mapper of seed 1000 s + k
         assert torch.equal(library.mapper(f"demo_{index}")(w), random_levels_mapper(32, seed=3000 + index)(w))
     assert not torch.equal(library.direction("age"), library.direction("smile"))
+    assert "(seed 0)" in demo_library(32, 8).description
+
+
+def test_the_demo_library_is_the_same_for_the_same_seed(tiny_generator, monkeypatch):
+    import editing_directions.global_directions as global_directions
+
+    layer_std = text_parts(tiny_generator.synthesis.style_channels())["layer_std"]
+    monkeypatch.setattr(global_directions, "style_std", lambda G, **options: layer_std)
+    first = demo_library(32, 8, seed=4, generator=tiny_generator)
+    torch.randn(100)  # the global random stream moves on between the two
+    second = demo_library(32, 8, seed=4, generator=tiny_generator)
+    for field in ("mean", "comp", "std"):
+        assert torch.equal(getattr(first.pca(), field), getattr(second.pca(), field)), field
+    assert np.array_equal(first._load("text:fs3"), second._load("text:fs3"))
+    assert not torch.equal(demo_library(32, 8, seed=5).pca().comp, first.pca().comp)
 
 
 def test_the_demo_library_of_a_generator_has_random_text_edits(tiny_generator, monkeypatch):
@@ -552,8 +568,10 @@ def test_the_demo_library_of_a_generator_has_random_text_edits(tiny_generator, m
     monkeypatch.setattr(global_directions, "style_std", lambda G, **options: stds.append((G, options)) or layer_std)
     library = demo_library(32, 8, seed=2, generator=tiny_generator)
     assert stds == [(tiny_generator, {"samples": 10_000})]  # the std of s from 10 000 samples of the generator
-    assert library.offers_text and library.description.endswith(
-        "they carry no meaning. Text edits use a random fs3 and a tiny random CLIP text tower.")
+    assert library.offers_text and library.description == (
+        "Random demo edits for a 32-dim generator with 8 W+ layers (seed 2): seeded random directions, PCA and "
+        "mappers under the real edit names; they carry no meaning. Text edits use a random fs3 and a tiny random "
+        "CLIP text tower.")
     fs3 = library._load("text:fs3")
     assert fs3.shape == (sum(tiny_generator.synthesis.style_channels()), 16)
     assert np.allclose(np.linalg.norm(fs3, axis=1), 1.0, rtol=1e-5, atol=0)
