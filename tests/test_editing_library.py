@@ -101,10 +101,10 @@ def test_a_folder_gives_its_pt_files_sorted(tmp_path):
 
 
 def test_two_files_with_one_mapper_name_are_refused_naming_both(tmp_path):
-    (tmp_path / "Afro.pt").write_bytes(b"x")
-    (tmp_path / "afro.pt").write_bytes(b"x")
-    message = (f"{tmp_path}: {tmp_path / 'Afro.pt'} and {tmp_path / 'afro.pt'} both give the mapper name 'afro'; "
-               "rename one")
+    (tmp_path / "purple hair.pt").write_bytes(b"x")  # not Afro.pt / afro.pt: one file where case is ignored
+    (tmp_path / "purple_hair.pt").write_bytes(b"x")
+    message = (f"{tmp_path}: {tmp_path / 'purple hair.pt'} and {tmp_path / 'purple_hair.pt'} both give the mapper "
+               "name 'purple_hair'; rename one")
     with pytest.raises(MapperFileError, match=f"^{re.escape(message)}$"):
         folder_mapper_catalogue(tmp_path)
 
