@@ -358,3 +358,203 @@ def test_render_on_cuda_matches_the_cpu(library, pivot, tiny_generator):
     on_cuda = chain.render_tensor(G_cuda, pivot.to("cuda"), force_fp32=True)
     assert on_cuda.device.type == "cuda"
     assert torch.allclose(on_cuda.cpu(), on_cpu, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# render_tensor's contract in detail (mutmut survivors)
+
+
+class SynthesisOnly(torch.nn.Module):
+    """A generator whose synthesis takes only (ws, noise_mode, force_fp32), as the chain's contract allows; it
+    records each call's batch size and flags, then renders with the tiny generator."""
+
+    def __init__(self, G):
+        super().__init__()
+        self.G, self.num_ws, self.calls = G, G.num_ws, []
+
+    def synthesis(self, ws, noise_mode="random", force_fp32=False):
+        self.calls.append((len(ws), noise_mode, force_fp32))
+        return self.G.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32)
+
+
+def test_render_passes_its_flags_to_a_synthesis_without_style_offsets(library, pivot, tiny_generator):
+    G = SynthesisOnly(tiny_generator)
+    chain = EditChain(library, [Edit("interfacegan", "smile", 2.0)])
+    chain.render_tensor(G, pivot)
+    chain.render_tensor(G, pivot, force_fp32=True, noise_mode="none", batch_size=1)
+    assert G.calls == [(2, "const", False), (1, "none", True), (1, "none", True)]
+
+
+def test_a_long_chain_still_renders_in_one_call_and_batch_size_is_checked(library, pivot, tiny_generator):
+    G = SynthesisOnly(tiny_generator)
+    chain = EditChain(library, [Edit("interfacegan", "age", 0.1 * step) for step in range(1, 10)])
+    assert chain.render_tensor(G, pivot).shape == (10, 3, 32, 32)  # more steps than the 8 W+ layers
+    assert G.calls == [(10, "const", False)]
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        chain.render_tensor(G, pivot, batch_size=0)
+
+
+def test_render_converts_the_pivot_to_float32_before_the_edits(library, pivot, tiny_generator):
+    chain = EditChain(library, [Edit("interfacegan", "smile", 2.0), Edit("interfacegan", "age", -1.3)])
+    w = pivot.double() + 1e-3  # not exactly a float32 value
+    w32 = w.float()
+    codes = torch.cat([w32, w32 + 2.0 * library.direction("smile"),
+                       w32 + 2.0 * library.direction("smile") - 1.3 * library.direction("age")])
+    assert torch.equal(chain.render_tensor(tiny_generator, w), tiny_generator.synthesis(codes, noise_mode="const"))
+
+
+def test_render_moves_the_pivot_to_the_generators_device(library, pivot):
+    class OnMeta(torch.nn.Module):
+        """A generator on another device than the pivot's (meta: no GPU needed) that records what it is given."""
+
+        num_ws = 8
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(1, device="meta"))
+
+        def synthesis(self, ws, noise_mode="random", force_fp32=False):
+            self.given = ws
+            return torch.zeros(len(ws), 3, 4, 4, device=self.weight.device)
+
+    G = OnMeta()
+    EditChain(library, [Edit("interfacegan", "smile", 2.0)]).render_tensor(G, pivot)
+    assert G.given.device.type == "meta" and G.given.shape == (2, 8, 32)
+
+
+def test_render_passes_its_options_on(library, pivot, tiny_generator):
+    from pti.images import tensor_to_pil
+
+    chain = EditChain(library, [Edit("interfacegan", "smile", 2.0)])
+    pictures = chain.render(tiny_generator, pivot, noise_mode="none")
+    expected = tensor_to_pil(tiny_generator.synthesis(torch.cat(chain.steps(pivot)), noise_mode="none"))
+    assert [np.asarray(p).tobytes() for p in pictures] == [np.asarray(p).tobytes() for p in expected]
+
+
+def test_a_batch_of_pivots_is_refused_with_its_size(library, tiny_generator):
+    chain = EditChain(library, [Edit("interfacegan", "age", 1.0)])
+    with pytest.raises(LatentShapeError, match="one pivot at a time, got a batch of 3$"):
+        chain.render_tensor(tiny_generator, torch.randn(3, 32))
+
+
+class FixedTextEncoder:
+    """Text features without CLIP: a seeded random unit vector (16-d) per sentence."""
+
+    def check(self, sentence, what="sentence"):
+        return sentence
+
+    def encode(self, sentence):
+        seed = int.from_bytes(hashlib.sha256(sentence.encode()).digest()[:4], "little")
+        feature = np.random.default_rng(seed).standard_normal(16).astype(np.float32)
+        return feature / np.linalg.norm(feature)
+
+
+def test_style_steps_rows_are_the_sum_of_the_text_edits_so_far(tiny_generator):
+    channels = tiny_generator.synthesis.style_channels()
+    fs3 = np.random.default_rng(0).standard_normal((sum(channels), 16))
+    layer_std = [np.full(count, 0.5) for count in channels]
+    directions = {"age": torch.randn(32), "smile": torch.randn(32)}
+    library = EditLibrary.from_tensors(directions=directions, fs3=fs3 / np.linalg.norm(fs3, axis=1, keepdims=True),
+                                       text_encoder=FixedTextEncoder, layer_std=layer_std)
+    chain = EditChain(library, [Edit("interfacegan", "age", 1.0)])
+    assert chain.style_steps() is None  # no text edit
+    grey = Edit.text("grey hair", 2.0)
+    chain.append(grey)
+    chain.append(Edit("interfacegan", "smile", 1.0))
+    rows = chain.style_steps()
+    delta_s = library.text_direction(grey).delta_s
+    assert [tuple(layer.shape) for layer in rows] == [(4, len(part)) for part in delta_s]
+    for layer, part in zip(rows, delta_s):
+        assert not layer[:2].any()  # the start and the InterfaceGAN step before the text edit
+        assert torch.equal(layer[2], torch.from_numpy(part) * 2.0) and torch.equal(layer[3], layer[2])
+
+
+def test_the_chain_file_is_written_one_key_a_line():
+    chain = EditChain(demo_library(32, 8), [Edit("interfacegan", "age", 1.5)])
+    assert chain.to_json() == (
+        '{\n "format": "pti-edit-chain",\n "version": 1,\n "edits": [\n  {\n   "kind": "interfacegan",\n'
+        '   "name": "age",\n   "strength": 1.5\n  }\n ]\n}')
+
+
+def test_chain_json_messages_say_what_is_expected(library):
+    with pytest.raises(EditSyntaxError, match="^edit chain JSON: 'edits' should be a list$"):
+        EditChain.from_json('{"format": "pti-edit-chain", "version": 1, "edits": {}}', library)
+    with pytest.raises(EditSyntaxError, match="edit 0 should be an object with exactly 'kind', 'name', 'strength'$"):
+        EditChain.from_json('{"format": "pti-edit-chain", "version": 1, "edits": [[]]}', library)
+
+
+def test_negative_indices_reach_the_first_edit(library):
+    a, b, c = Edit("interfacegan", "age", 1.0), Edit("interfacegan", "smile", 1.0), Edit("interfacegan", "pose", 1.0)
+    chain = EditChain(library, [a, b, c])
+    chain.move(-3, -1)
+    assert chain.edits == (b, c, a)
+    assert chain.remove(-3) == b and chain.edits == (c, a)
+    with pytest.raises(IndexError, match="edit index -3 is out of range for a chain of 2 edits"):
+        chain.remove(-3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Edit records and their text form in detail (mutmut survivors)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: Edit("warp", "smile", 1.0), UnknownEditError,
+         "^unknown edit kind 'warp'; expected one of interfacegan, ganspace, styleclip, text$"),
+        (lambda: Edit("interfacegan", "", 1.0), EditSyntaxError, "^an edit needs a non-empty name, got ''$"),
+        (lambda: Edit("interfacegan", 5, 1.0), EditSyntaxError, "^an edit needs a non-empty name, got 5$"),
+        (lambda: Edit("interfacegan", "age", True), EditStrengthError,
+         "^edit interfacegan:age: strength must be a number, got True$"),
+        (lambda: Edit("interfacegan", "age", "2"), EditStrengthError, "strength must be a number, got '2'$"),
+        (lambda: Edit.text("", 2.0), EditSyntaxError,
+         "^the target sentence of the text edit is empty; type one, e.g. 'a smiling face'$"),
+        (lambda: Edit.text("grey hair", 2.0, neutral=" "), EditSyntaxError,
+         "^the neutral sentence of the text edit is empty; type one, e.g. 'a face'$"),
+        (lambda: Edit.text("a Face", 2.0), EditSyntaxError,
+         "^the target sentence is the same as the neutral one \\('a Face'\\); change the target to say what should "
+         "change, e.g. 'a smiling face'$"),
+        (lambda: Edit.text("grey hair", 2.0, beta=float("nan")), EditStrengthError,
+         "^text edit 'grey hair': beta must be a finite number, got nan$"),
+        (lambda: Edit.text("grey hair", 2.0, beta=True), EditStrengthError, "beta must be a finite number, got True"),
+        (lambda: Edit.text("grey hair", 2.0, beta="0.1"), EditStrengthError, "beta must be a finite number"),
+    ],
+)
+def test_bad_edits_are_refused_saying_what_to_give(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_strength_and_beta_are_stored_as_floats():
+    edit = Edit("interfacegan", "age", 2)
+    assert type(edit.strength) is float and edit.to_text() == "interfacegan:age=2.0"
+    text = Edit.text("grey hair", 2, beta=1)
+    assert type(text.beta) is float and text.to_text() == "text:a face->grey hair=2.0,1.0"
+
+
+def test_text_edit_sentences_may_hold_an_arrow_or_an_equals_sign():
+    arrow = Edit.text("a face with a -> tattoo", 2.0)
+    assert Edit.parse(arrow.to_text()) == arrow  # the first arrow ends the neutral sentence
+    assert Edit.parse("text:a face with e=mc2 written on it=3") == Edit.text("a face with e=mc2 written on it", 3.0)
+    assert Edit.parse("text:a photo->grey hair=2") == Edit.text("grey hair", 2.0, neutral="a photo")
+
+
+def test_a_second_equals_sign_is_not_part_of_a_name():
+    with pytest.raises(EditSyntaxError, match="^cannot parse edit 'smile=2=3': strength '2=3' is not a number$"):
+        Edit.parse("smile=2=3")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("text:grey hair", "^cannot parse edit 'text:grey hair': expected text:\\[NEUTRAL->\\]TARGET=ALPHA\\[,BETA\\], "
+                           "e.g. text:a face->a smiling face=4.1$"),
+        ("text:grey hair=4,0.1,0.2", "^cannot parse edit 'text:grey hair=4,0.1,0.2': after '=' give ALPHA or "
+                                     "ALPHA,BETA, e.g. 4.1,0.15$"),
+        ("text:grey hair=4,x", "^cannot parse edit 'text:grey hair=4,x': '4,x' is not ALPHA or ALPHA,BETA "
+                               "\\(numbers\\)$"),
+    ],
+)
+def test_bad_text_edit_text_says_the_form(text, message):
+    with pytest.raises(EditSyntaxError, match=message):
+        Edit.parse(text)

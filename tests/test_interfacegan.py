@@ -1,11 +1,14 @@
 """InterfaceGAN directions: validated loading, `w + factor * d` on all layers, the release's names and ranges."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from editing_directions.errors import DirectionFileError, LatentShapeError
-from editing_directions.interfacegan import INTERFACEGAN_DIRECTIONS, apply_direction, load_direction
+from editing_directions.interfacegan import INTERFACEGAN_DIRECTIONS, apply_direction, load_direction, \
+    validate_direction
 
 
 def save(tmp_path, name, value):
@@ -65,3 +68,29 @@ def test_apply_moves_every_layer_by_factor_times_direction():
     assert torch.equal(apply_direction(w, direction, 0.0), w)
     with pytest.raises(LatentShapeError, match=r"\(N, L, 32\), got \(2, 8, 16\)"):
         apply_direction(torch.randn(2, 8, 16), direction, 1.0)
+
+
+def test_messages_name_the_file_and_what_it_should_be(tmp_path):
+    with pytest.raises(DirectionFileError, match="^direction file not found: .*absent.pt$"):
+        load_direction(tmp_path / "absent.pt")
+    path = save(tmp_path, "dict.pt", {"direction": torch.randn(1, 32)})
+    with pytest.raises(DirectionFileError, match=f"^{re.escape(str(path))}: expected a tensor, found dict$"):
+        load_direction(path)
+    # without a source, the message says "direction"
+    with pytest.raises(DirectionFileError, match="^direction: the direction is all zeros$"):
+        validate_direction(torch.zeros(32))
+
+
+def test_a_small_direction_is_not_taken_for_zeros():
+    small = torch.full((32,), 1e-3)  # |d| sums to 0.032: small, but not zero
+    assert torch.equal(validate_direction(small), small)
+
+
+def test_the_direction_follows_the_codes_dtype_and_device():
+    direction = torch.randn(32)  # float32, on the CPU
+    half = torch.randn(2, 8, 32).half()
+    edited = apply_direction(half, direction, 1.5)
+    assert edited.dtype == torch.float16
+    assert torch.equal(edited, half + 1.5 * direction.half())
+    on_meta = apply_direction(torch.empty(2, 8, 32, device="meta"), direction, 1.5)  # a device other than the CPU
+    assert on_meta.device.type == "meta" and on_meta.shape == (2, 8, 32)
