@@ -143,6 +143,13 @@ def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
                                                      ("tuning", 1), ("tuning", 2)]
     assert all(p.preview is not None for p in progress)  # a preview every step at these step counts
     assert all(p.losses for p in progress)
+    # Its timings (which size later ZeroGPU calls) are the last report of each phase; the rest of the call is setup.
+    timings = last.timings
+    assert (timings.projection_steps, timings.tuning_steps, timings.locality) == (3, 2, True)
+    assert (timings.pivot, timings.tuning) == (progress[2].elapsed_s, progress[-1].elapsed_s)
+    assert 0 < timings.pivot and 0 < timings.tuning and 0 <= timings.setup
+    assert timings.setup + timings.pivot + timings.tuning == pytest.approx(last.seconds, rel=1e-9)
+    assert last.settings == QUICK
 
 
 def test_closing_invert_steps_stops_the_run(editor, photo, monkeypatch):
@@ -196,6 +203,9 @@ def test_inversion_with_the_e4e_pivot(e4e_editor, photo):
                                                                             inversion.pivot_render.image))
     assert np.abs(preview - pivot_render).max() <= 1  # the same code rendered twice (up to a rounding step)
     assert inversion.tuned_render.mse < inversion.pivot_render.mse
+    timings = inversion.timings  # no projection steps: the pivot's time is the encoder pass
+    assert (timings.projection_steps, timings.tuning_steps, timings.locality) == (0, 2, True)
+    assert (timings.pivot, timings.tuning) == (progress[0].elapsed_s, progress[-1].elapsed_s)
     session = EditingSession(photo=photo, inversion=inversion)
     images = e4e_editor.render_chain(session, (e4e_editor.parse_edit("styleclip:demo_1", 0.1),))
     assert len(images) == 2 and not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
