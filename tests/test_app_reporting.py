@@ -4,6 +4,7 @@ and the time estimate. The editor is a stand-in that returns known numbers, so e
 (The real flow through the server is in test_app_client.py; these are fast enough for mutation testing.)"""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,6 +53,7 @@ class StandInEditor:
         self.written: list = []
         self.estimate_answer = Estimate(75.0, measured=True)
         self.channels = 12
+        self.asked: list = []  # (what, arguments) of paste_back and text_channels
 
     def edit_options(self):
         return OPTIONS
@@ -74,6 +76,7 @@ class StandInEditor:
                          pasted=None if pasted is None else folder / "pasted_back.png")
 
     def paste_back(self, photo, edited):
+        self.asked.append(("paste_back", photo, edited))
         return solid(GREY, 16)
 
     def render_chain(self, session, edits):
@@ -83,6 +86,7 @@ class StandInEditor:
         return Edit("text", target, alpha, neutral=neutral, beta=beta)
 
     def text_channels(self, edit):
+        self.asked.append(("text_channels", edit))
         return self.channels
 
 
@@ -207,6 +211,7 @@ def test_an_inversion_is_shown_with_its_own_numbers_and_images(handlers, editor)
     assert session.photo.aligned.image.size == (16, 16) and session.inversion.seconds == 125.4
     (kind, written, folder), downloads = editor.written[0], editor.written[1]
     assert kind == "inversion" and "-inversion-" in folder.name and session.files.pivot.parent == folder
+    assert written.photo is session.photo and written.inversion is session.inversion and written.files is None
     assert downloads[0] == "downloads" and downloads[1] is session and downloads[3] is None
     assert files == [str(folder / "aligned.png"), str(downloads[2] / "final.png"), str(folder / "pivot.npy"),
                      str(folder / "tuned.safetensors"), str(downloads[2] / "edit_chain.json")]
@@ -234,6 +239,8 @@ def test_edits_are_captioned_listed_and_counted(handlers, editor):
     assert steps.choices == [(caption, i) for i, caption in enumerate(captions)] and steps.value == 3
     assert status == "4 edits in the chain."
     assert result.label == "Pasted back into the photo" and close(result, GREY)  # the stand-in's pasted photo
+    (what, photo, edited), = editor.asked  # the session's photo, with the chain's last step pasted in
+    assert what == "paste_back" and photo is session.photo and colour_of(edited) == (160, 0, 0)
     assert [Path(path).name for path in files] == ["aligned.png", "final.png", "pasted_back.png", "pivot.npy",
                                                    "tuned.safetensors", "edit_chain.json"]
     stored = handlers.store.get(REQUEST.session_hash)
@@ -250,15 +257,18 @@ def test_step_captions_of_unknown_kinds_and_labels():
     assert app.step_caption(1, Edit("styleclip", "afro", 0.1), {"styleclip:afro": "Afro"}) == "1. Afro +0.1 · StyleCLIP"
 
 
-@pytest.mark.parametrize("channels, moves", [(1, "moves **1** style channel (about"), (0, "moves **0** style channels"),
-                                             (150, "moves **150** style channels (about")])
-def test_a_text_edit_says_how_many_channels_it_moves(handlers, editor, channels, moves):
+@pytest.mark.parametrize("channels, moves, paste_back", [(1, "moves **1** style channel", False),
+                                                         (0, "moves **0** style channels", True),
+                                                         (150, "moves **150** style channels", False)])
+def test_a_text_edit_says_how_many_channels_it_moves(handlers, editor, channels, moves, paste_back):
     inverted(handlers)
     editor.channels = channels
-    (*_, status), = handlers.add_text_edit("a face", "a smiling face", 3.0, 0.12, False, REQUEST)
-    assert status == (f"Text edit 'a face' → 'a smiling face' {moves.split(' (')[0]} (about 10-20 for a colour, "
-                      "100-200 for a shape is typical; beta sets how many). 1 edit in the chain.")
-    assert moves in status
+    (*_, result, _, status), = handlers.add_text_edit("a face", "a smiling face", 3.0, 0.12, paste_back, REQUEST)
+    assert status == (f"Text edit 'a face' → 'a smiling face' {moves} (about 10-20 for a colour, 100-200 for a shape "
+                      "is typical; beta sets how many). 1 edit in the chain.")
+    counted = [asked[1] for asked in editor.asked if asked[0] == "text_channels"]
+    assert counted == [Edit("text", "a smiling face", 3.0, neutral="a face", beta=0.12)]  # the edit just made
+    assert result.label == ("Pasted back into the photo" if paste_back else "Final face")
 
 
 def test_results_of_a_replaced_inversion_are_refused(handlers):
@@ -266,5 +276,15 @@ def test_results_of_a_replaced_inversion_are_refused(handlers):
     session = handlers.store.get(REQUEST.session_hash)
     handlers.folders.release(held)  # gradio has copied its files
     inverted(handlers)  # a newer inversion replaces its folder, which goes
-    with pytest.raises(gr.Error, match="A newer photo or inversion replaced this one."):
+    with pytest.raises(gr.Error) as raised:
         handlers.result_outputs(session, False, REQUEST, [])
+    assert raised.value.message == "A newer photo or inversion replaced this one."
+    assert raised.value.print_exception is False  # a message for people, not a traceback in the server's log
+
+
+def test_a_chain_whose_images_do_not_match_its_edits_is_refused(handlers):
+    inverted(handlers)
+    session = handlers.store.get(REQUEST.session_hash)
+    broken = dataclasses.replace(session, edits=(Edit("interfacegan", "age", 1.0),))  # no image for the edit
+    with pytest.raises(ValueError, match="zip"):
+        handlers.result_outputs(broken, False, REQUEST, [])
