@@ -130,6 +130,7 @@ def test_inversion_gives_its_own_cpu_generator_and_true_metrics(editor, photo, i
 def test_every_inversion_is_a_new_generator(editor, photo, inversion):
     again = editor.invert(photo.aligned, dataclasses.replace(QUICK, locality=False))
     assert again.tuned.generator is not inversion.tuned.generator
+    assert again.timings.locality is False and inversion.timings.locality is True  # as each was asked
     first = dict(inversion.tuned.generator.named_parameters())
     assert all(p.data_ptr() != first[name].data_ptr() for name, p in again.tuned.generator.named_parameters())
 
@@ -150,6 +151,11 @@ def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
     assert 0 < timings.pivot and 0 < timings.tuning and 0 <= timings.setup
     assert timings.setup + timings.pivot + timings.tuning == pytest.approx(last.seconds, rel=1e-9)
     assert last.settings == QUICK
+
+
+def test_run_inversion_needs_no_progress_callback(editor, photo):
+    inversion = editor.run_inversion(photo.aligned, QUICK, None)  # as its signature allows (mutmut survivor)
+    assert isinstance(inversion, Inversion) and inversion.timings.tuning_steps == 2
 
 
 def test_closing_invert_steps_stops_the_run(editor, photo, monkeypatch):
