@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,9 @@ def test_every_inversion_is_a_new_generator(editor, photo, inversion):
 
 
 def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
+    before = time.perf_counter()
     items = list(editor.invert_steps(photo.aligned, QUICK))
+    wall_clock = time.perf_counter() - before
     progress, last = items[:-1], items[-1]
     assert isinstance(last, Inversion)
     assert all(isinstance(item, Progress) for item in progress)
@@ -150,12 +153,18 @@ def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
     assert (timings.pivot, timings.tuning) == (progress[2].elapsed_s, progress[-1].elapsed_s)
     assert 0 < timings.pivot and 0 < timings.tuning and 0 <= timings.setup
     assert timings.setup + timings.pivot + timings.tuning == pytest.approx(last.seconds, rel=1e-9)
+    assert last.seconds <= wall_clock  # the inversion's own time, within the call's
     assert last.settings == QUICK
 
 
 def test_run_inversion_needs_no_progress_callback(editor, photo):
     inversion = editor.run_inversion(photo.aligned, QUICK, None)  # as its signature allows (mutmut survivor)
     assert isinstance(inversion, Inversion) and inversion.timings.tuning_steps == 2
+
+
+def test_the_seed_reaches_the_run(editor, photo, inversion):
+    seeded = editor.invert(photo.aligned, dataclasses.replace(QUICK, seed=1))
+    assert not torch.equal(seeded.pivot.w, inversion.pivot.w)  # seed 0 is the default further down: 1 must arrive
 
 
 def test_closing_invert_steps_stops_the_run(editor, photo, monkeypatch):
