@@ -1032,7 +1032,10 @@ def launch_options(options: AppOptions) -> dict:
     """Arguments of `demo.launch` for these options."""
     return {"server_name": options.host, "server_port": options.port, "share": options.share,
             "max_file_size": options.max_file_size, "css": CSS, "allowed_paths": [str(EXAMPLES_DIR)],
-            "show_error": False}
+            "show_error": False,
+            # No check of the local URL after the start: gradio's (a HEAD request that gives up after 3 s, meant for
+            # notebooks without localhost) stops the app when its CPU is busy, though it serves.
+            "_frontend": False}
 
 
 def offline_if_the_hub_is_unreachable(endpoint: str | None = None) -> bool:

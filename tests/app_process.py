@@ -16,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 240
+PROBE_TIMEOUT_S = 10  # one readiness request
 
 
 def free_port() -> int:
@@ -23,6 +24,24 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` has a TCP socket listening on `port` (Linux: its socket inodes in /proc/PID/fd,
+    matched against /proc/net/tcp and tcp6)."""
+    try:
+        inodes = {os.readlink(fd.path)[len("socket:["):-1] for fd in os.scandir(f"/proc/{pid}/fd")
+                  if os.readlink(fd.path).startswith("socket:[")}
+    except FileNotFoundError:  # the process has exited (its exit is checked by the caller)
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+                if local_port == port and state == "0A" and inode in inodes:  # 0A: LISTEN
+                    return True
+    return False
 
 
 # What Gradio says when the port it was given is taken (then the start is retried on another free port).
@@ -44,7 +63,7 @@ def running_app(landmarks: Path, log_path: Path, env: dict[str, str] | None = No
             process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-        if _wait_until_served(process, log_path, last_attempt=attempt == PORT_ATTEMPTS - 1):
+        if _wait_until_served(process, port, log_path, last_attempt=attempt == PORT_ATTEMPTS - 1):
             break
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -61,24 +80,31 @@ def running_app(landmarks: Path, log_path: Path, env: dict[str, str] | None = No
             process.wait()
 
 
-def _wait_until_served(process: subprocess.Popen, log_path: Path, *, last_attempt: bool) -> bool:
-    """Wait until the app serves (True), or it exited because its port was taken (False, unless `last_attempt`);
-    any other exit, or no start within STARTUP_TIMEOUT_S, fails the test with the log."""
+def _wait_until_served(process: subprocess.Popen, port: int, log_path: Path, *, last_attempt: bool) -> bool:
+    """Wait until the app serves with its queue running (True), or it exited because its port was taken (False,
+    unless `last_attempt`); any other exit, or no start within STARTUP_TIMEOUT_S, fails the test with the log.
+
+    The signs are states, not a line it prints: first the app's process listens on the port (read from /proc, no
+    request), then `GET /gradio_api/startup-events` answers, which it does only once the app's startup events (its
+    queue) have run. A request that takes long (a busy machine) is simply asked again; app.py does not let gradio
+    check its own URL after the start (`launch_options`), so these requests cannot make it give up."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    probe = f"http://127.0.0.1:{port}/gradio_api/startup-events"
     try:
-        # Gradio prints the share hint once its own check of the local URL has passed: only then is it up.
-        # (Polling the page earlier competes with that check, which gives up after 3 s on a busy machine.)
-        while "set `share=True`" not in log_path.read_text():
+        while True:
             if process.poll() is not None:
                 if PORT_TAKEN in log_path.read_text() and not last_attempt:
                     return False
                 pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not start within {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+            if listens(process.pid, port):  # only then ask: the port may have been taken by another server
+                with contextlib.suppress(httpx.TransportError):  # slow to answer (a busy machine): ask again
+                    if httpx.get(probe, timeout=PROBE_TIMEOUT_S).status_code == 200:
+                        return True
             time.sleep(0.5)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise
-    return True

@@ -491,6 +491,58 @@ def test_stop_gets_through_when_the_queue_is_full(editor, tiny_options):
         demo.close()
 
 
+class HeldInversions:
+    """Holds every inversion at its start (inside the app's handler, so in one of its concurrency places) until the
+    test lets them go; counts those that came in. Nothing depends on how fast the machine is."""
+
+    def __init__(self, editor) -> None:
+        self._invert_steps = editor.invert_steps
+        self._lock = threading.Lock()
+        self.entered = 0
+        self.released = threading.Event()
+
+    def invert_steps(self, aligned_face, settings):
+        with self._lock:
+            self.entered += 1
+        if not self.released.wait(timeout=600):  # a test that failed before releasing them: end, do not hang
+            raise RuntimeError("the held inversion was never released")
+        yield from self._invert_steps(aligned_face, settings)
+
+
+def test_concurrency_runs_jobs_side_by_side_and_a_full_queue_refuses_more(editor, tiny_options, monkeypatch):
+    """--concurrency 2: two inversions run at once; --queue-size 1: a third waits, a fourth is refused."""
+    options = app.parse_args(["--model", "tiny", "--device", "cpu", "--host", "127.0.0.1", "--port",
+                              str(free_port()), "--concurrency", "2", "--queue-size", "1"])
+    assert (options.concurrency, options.queue_size) == (2, 1)
+    held = HeldInversions(editor)
+    monkeypatch.setattr(editor, "invert_steps", held.invert_steps)
+    demo, url = launch(editor, options)
+    clients = [Client(url, verbose=False) for _ in range(4)]
+    try:
+        for client in clients[:3]:
+            client.predict(handle_file(str(ASTRONAUT)), api_name="/align")
+        jobs = [client.submit(*QUICK_SETTINGS, api_name="/invert") for client in clients[:2]]
+        wait_for(lambda: held.entered == 2, "two inversions running at once")  # with one place: never
+        waiting = clients[2].submit(*QUICK_SETTINGS, api_name="/invert")
+        wait_for(lambda: waiting.status().code.name == "IN_QUEUE", "the third inversion queueing")
+        refused = clients[3].submit(*QUICK_SETTINGS, api_name="/invert")
+        wait_for(lambda: refused.done() or refused.status().code.name in ("IN_QUEUE", "PROCESSING"),
+                 "the server's answer to a fourth inversion")
+        assert refused.done(), f"a fourth inversion was taken though the queue of 1 was full: {refused.status()}"
+        with pytest.raises(QueueError, match="(?i)queue is full"):
+            refused.result(timeout=60)
+        assert held.entered == 2 and waiting.status().code.name == "IN_QUEUE"  # both places still taken
+        held.released.set()
+        for job in (*jobs, waiting):  # the queued one runs once a place is free
+            assert job.result(timeout=240)[0].startswith("Inverted in")
+        assert held.entered == 3
+    finally:
+        held.released.set()
+        for client in clients:
+            client.close()
+        demo.close()
+
+
 def test_a_session_over_the_memory_budget_is_refused_with_the_budget(editor, tiny_options, tmp_path):
     """--max-session-mb 1 and a photo of over 1 MiB: the inversion is refused with a readable message."""
     options = app.parse_args(["--model", "tiny", "--device", "cpu", "--host", "127.0.0.1", "--port",

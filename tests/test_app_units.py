@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 import app
@@ -47,3 +48,18 @@ def test_each_edit_gets_its_own_slider_range(handlers):
         assert slider.label == f"Strength of {option.label}"
     unknown = handlers.edit_slider("interfacegan:no_such_edit")
     assert unknown.label is None  # no edit chosen: the slider is left as it is
+
+
+def test_the_app_serves_though_gradios_check_of_its_own_url_fails(monkeypatch, handlers):
+    """Gradio checks the local URL after the start with a HEAD request that gives up after 3 s, and stops the app if
+    it fails: on a busy CPU that stopped an app that served (and made tests wait for gradio's printed hint)."""
+    import gradio.networking
+
+    monkeypatch.setattr(gradio.networking, "url_ok", lambda url: False)  # as when that HEAD request timed out
+    options = app.AppOptions(model="tiny", device="cpu", host="127.0.0.1", port=None, lpips="random")
+    demo = app.build_demo(handlers.editor, options)
+    try:
+        demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(options))  # port None: first free one
+        assert httpx.get(f"{demo.local_url}gradio_api/startup-events", timeout=60).status_code == 200
+    finally:
+        demo.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,12 +131,15 @@ def test_inversion_gives_its_own_cpu_generator_and_true_metrics(editor, photo, i
 def test_every_inversion_is_a_new_generator(editor, photo, inversion):
     again = editor.invert(photo.aligned, dataclasses.replace(QUICK, locality=False))
     assert again.tuned.generator is not inversion.tuned.generator
+    assert again.timings.locality is False and inversion.timings.locality is True  # as each was asked
     first = dict(inversion.tuned.generator.named_parameters())
     assert all(p.data_ptr() != first[name].data_ptr() for name, p in again.tuned.generator.named_parameters())
 
 
 def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
+    before = time.perf_counter()
     items = list(editor.invert_steps(photo.aligned, QUICK))
+    wall_clock = time.perf_counter() - before
     progress, last = items[:-1], items[-1]
     assert isinstance(last, Inversion)
     assert all(isinstance(item, Progress) for item in progress)
@@ -143,6 +147,24 @@ def test_invert_steps_reports_both_phases_then_the_inversion(editor, photo):
                                                      ("tuning", 1), ("tuning", 2)]
     assert all(p.preview is not None for p in progress)  # a preview every step at these step counts
     assert all(p.losses for p in progress)
+    # Its timings (which size later ZeroGPU calls) are the last report of each phase; the rest of the call is setup.
+    timings = last.timings
+    assert (timings.projection_steps, timings.tuning_steps, timings.locality) == (3, 2, True)
+    assert (timings.pivot, timings.tuning) == (progress[2].elapsed_s, progress[-1].elapsed_s)
+    assert 0 < timings.pivot and 0 < timings.tuning and 0 <= timings.setup
+    assert timings.setup + timings.pivot + timings.tuning == pytest.approx(last.seconds, rel=1e-9)
+    assert last.seconds <= wall_clock  # the inversion's own time, within the call's
+    assert last.settings == QUICK
+
+
+def test_run_inversion_needs_no_progress_callback(editor, photo):
+    inversion = editor.run_inversion(photo.aligned, QUICK, None)  # as its signature allows (mutmut survivor)
+    assert isinstance(inversion, Inversion) and inversion.timings.tuning_steps == 2
+
+
+def test_the_seed_reaches_the_run(editor, photo, inversion):
+    seeded = editor.invert(photo.aligned, dataclasses.replace(QUICK, seed=1))
+    assert not torch.equal(seeded.pivot.w, inversion.pivot.w)  # seed 0 is the default further down: 1 must arrive
 
 
 def test_closing_invert_steps_stops_the_run(editor, photo, monkeypatch):
@@ -196,6 +218,9 @@ def test_inversion_with_the_e4e_pivot(e4e_editor, photo):
                                                                             inversion.pivot_render.image))
     assert np.abs(preview - pivot_render).max() <= 1  # the same code rendered twice (up to a rounding step)
     assert inversion.tuned_render.mse < inversion.pivot_render.mse
+    timings = inversion.timings  # no projection steps: the pivot's time is the encoder pass
+    assert (timings.projection_steps, timings.tuning_steps, timings.locality) == (0, 2, True)
+    assert (timings.pivot, timings.tuning) == (progress[0].elapsed_s, progress[-1].elapsed_s)
     session = EditingSession(photo=photo, inversion=inversion)
     images = e4e_editor.render_chain(session, (e4e_editor.parse_edit("styleclip:demo_1", 0.1),))
     assert len(images) == 2 and not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
