@@ -40,6 +40,7 @@ from pti.progress import Progress
 from pti.serving.download_folders import DownloadFolders
 from pti.serving.durations import MAX_SECONDS, MIN_SECONDS
 from pti.serving.gradio_cache import install_atomic_cache_writes
+from pti.serving.gradio_launch import without_local_url_check
 from pti.serving.hardware import unusable_gpu_reason
 from pti.serving.zerogpu import on_zerogpu
 from pti.session_spill import SessionSpiller
@@ -1032,10 +1033,7 @@ def launch_options(options: AppOptions) -> dict:
     """Arguments of `demo.launch` for these options."""
     return {"server_name": options.host, "server_port": options.port, "share": options.share,
             "max_file_size": options.max_file_size, "css": CSS, "allowed_paths": [str(EXAMPLES_DIR)],
-            "show_error": False,
-            # No check of the local URL after the start: gradio's (a HEAD request that gives up after 3 s, meant for
-            # notebooks without localhost) stops the app when its CPU is busy, though it serves.
-            "_frontend": False}
+            "show_error": False, **without_local_url_check()}
 
 
 def offline_if_the_hub_is_unreachable(endpoint: str | None = None) -> bool:

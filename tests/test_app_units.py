@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import gradio as gr
 import httpx
 import pytest
 
@@ -61,5 +62,21 @@ def test_the_app_serves_though_gradios_check_of_its_own_url_fails(monkeypatch, h
     try:
         demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(options))  # port None: first free one
         assert httpx.get(f"{demo.local_url}gradio_api/startup-events", timeout=60).status_code == 200
+    finally:
+        demo.close()
+
+
+@pytest.mark.upstream
+def test_stock_gradio_stops_an_app_that_serves_when_its_url_check_fails(monkeypatch):
+    """The stock behaviour the workaround in pti/serving/gradio_launch.py is for: when this fails after an upgrade,
+    Gradio no longer gives up on its own URL, and the workaround can go."""
+    import gradio.networking
+
+    monkeypatch.setattr(gradio.networking, "url_ok", lambda url: False)
+    with gr.Blocks() as demo:
+        gr.Markdown("serving")
+    try:
+        with pytest.raises(ValueError, match="When localhost is not accessible"):
+            demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     finally:
         demo.close()
