@@ -12,22 +12,27 @@ import app
 PORT_ATTEMPTS = 5
 
 
-@contextlib.contextmanager
-def served(editor, options: app.AppOptions, store=None) -> Iterator[str]:
-    """Build and launch the app over `editor`; yields its URL and closes it after. A port taken by someone else
-    between `free_port()` and the launch is replaced by another free one."""
-    for attempt in range(PORT_ATTEMPTS):
-        options = dataclasses.replace(options, port=free_port())
+def launch(editor, options: app.AppOptions, store=None, attempts: int = PORT_ATTEMPTS):
+    """Build and launch the app in this process; returns (demo, url). A port taken by someone else between
+    `free_port()` and the launch is replaced by another free one (the race of picking a port, closed by retrying)."""
+    for attempt in range(attempts):
         demo = app.build_demo(editor, options, store=store)
         try:
             demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(options))
         except OSError:
             demo.close()
-            if attempt == PORT_ATTEMPTS - 1:
+            if attempt == attempts - 1:
                 raise
+            options = dataclasses.replace(options, port=free_port())
             continue
-        break
+        return demo, f"http://127.0.0.1:{options.port}/"
+
+
+@contextlib.contextmanager
+def served(editor, options: app.AppOptions, store=None) -> Iterator[str]:
+    """The app launched on a free port (as `launch`) for the `with` block; yields its URL."""
+    demo, url = launch(editor, dataclasses.replace(options, port=free_port()), store)
     try:
-        yield f"http://127.0.0.1:{options.port}/"
+        yield url
     finally:
         demo.close()

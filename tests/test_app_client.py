@@ -5,7 +5,6 @@ once without mixing, and bad inputs come back as readable messages (no traceback
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -17,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from app_in_process import launch
 from app_process import free_port
 from fetched_files import Fetched, fetch_image
 from gradio_client import Client, handle_file
@@ -41,22 +41,6 @@ SETTINGS = ("fast", 3, 2, True, 0, "w")
 QUICK_SETTINGS = ("fast", 2, 1, False, 0, "w")  # where the inversion only has to exist
 MAX_UPLOAD = "1mb"
 ALIGNS_PER_CLIENT = 3  # per client, when ten align the same photo at once
-
-
-def launch(editor, options: app.AppOptions, store=None, attempts: int = 5):
-    """Build and launch the app in this process; returns (demo, url). A port taken by someone else between
-    `free_port()` and the launch is replaced by another free one (the race of picking a port, closed by retrying)."""
-    for attempt in range(attempts):
-        demo = app.build_demo(editor, options, store=store)
-        try:
-            demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(options))
-        except OSError:
-            demo.close()
-            if attempt == attempts - 1:
-                raise
-            options = dataclasses.replace(options, port=free_port())
-            continue
-        return demo, f"http://127.0.0.1:{options.port}/"
 
 
 @pytest.fixture(scope="module")
