@@ -17,6 +17,7 @@ from PIL import Image
 
 import app
 import group_photos
+from alignment import paste_back_faces
 from editing_directions.chain import EditChain
 from editing_directions.edit import Edit
 from pti.generator_io import load_generator_file
@@ -148,6 +149,8 @@ def test_a_group_photo_from_upload_to_the_pasted_back_group(url, editor, group_p
             right, bottom = face.quad.max(axis=0).astype(int)
             assert changed[max(top, 0):bottom, max(left, 0):right].mean() > 0.2
         names = by_name(files)
+        finals = [image(names[f"face_{k}_final.png"]) for k in (1, 2)]  # each face pasted through its own quad
+        assert np.array_equal(pixels(image(pasted)), pixels(paste_back_faces(photo, expected.group.faces, finals)))
         with zipfile.ZipFile(names["group.zip"]) as archive:
             assert sorted(archive.namelist()) == sorted(
                 ["photo.jpg", "faces.png", "faces.json", "face_1_aligned.png", "face_2_aligned.png", "pivots.npz",
