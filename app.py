@@ -447,10 +447,11 @@ class SessionHandlers:
                       f"photo) or **all faces** together, then press **Invert**.")
         else:
             status = self.aligned_status(photo)
-        skipped = [f"a face at ({face.box.left:.0f}, {face.box.top:.0f}) is skipped: "
+        skipped = [f"the face at ({face.box.left:.0f}, {face.box.top:.0f}) is skipped: "
                    + face.reason.replace("(max_faces)", "(the app's --max-faces)") for face in group.group.skipped]
         if skipped:
-            status += " " + "; ".join(skipped).capitalize() + "."
+            listed = "; ".join(skipped)
+            status += f" {listed[0].upper()}{listed[1:]}."
         return (group, gr.Image(value=self.editor.faces_preview(group), visible=True),
                 gr.Radio(choices=faces_choices(count), value=ONE_FACE, visible=count > 1),
                 self.face_picker(photo, group), status)

@@ -203,7 +203,8 @@ def test_faces_over_the_cap_are_skipped_naming_the_flag(editor, group_photo, tmp
     photo = editor.align(group_photo.read_bytes())
     group, preview, choice, _, status = handlers.find_faces(photo)
     assert len(group.group.faces) == 1 and choice.visible is False and preview.visible is True
-    assert "is skipped: over the limit of 1 faces per photo (the app's --max-faces)" in status
+    assert re.search(r"\. The face at \(\d+, \d+\) is skipped: over the limit of 1 faces per photo \(the app's "
+                     r"--max-faces\); the largest faces are kept\.$", status), status
     assert app.parse_args(["--max-faces", "3"]).max_faces == 3
 
 
