@@ -33,7 +33,7 @@ from pti.config import PRESET_NAMES, ConfigError
 from pti.cpu_allocator import keep_freed_memory, release_freed_memory
 from pti.e4e import E4ECheckpointError, E4EGeneratorMismatchError
 from pti.editor import DEFAULT_MODEL, EditingSession, EditorUnavailableError, FaceEditor, Inversion, \
-    GroupPhoto, GroupSession, InversionSettings, Photo, SettingsError
+    GroupPhoto, GroupSession, InversionSettings, Photo, Session, SettingsError
 from pti.images import side_by_side
 from pti.ops import cuda_plugin
 from pti.progress import Progress
@@ -47,7 +47,6 @@ from pti.session_spill import SessionSpiller
 from pti.session_store import SessionStore, SessionTooLargeError, format_bytes
 
 LOGGER = logging.getLogger("pti.app")
-Session = EditingSession | GroupSession
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLES = (("astronaut.png", "Eileen Collins (NASA)"), ("grace_hopper.jpg", "Grace Hopper (US Navy)"))
 # Seconds between two progress updates sent to the browser (previews are sent as soon as they come).
@@ -362,11 +361,13 @@ class SessionHandlers:
             self.folders.release(held)
 
     def result_outputs(self, session: Session, paste_back: bool, request: gr.Request, held: list[Path],
-                       face: float | None = ALL_FACES) -> tuple:
+                       face: float | None = ALL_FACES, *, downloads: bool = True) -> tuple:
         """Gallery, step picker, result image and downloads of a session (written to a new folder, added to `held`);
-        for a group, of the face `face` edits (ALL_FACES: every face's final image in the gallery)."""
+        for a group, of the face `face` edits (ALL_FACES: every face's final image in the gallery), and without
+        `downloads` its files are left as they are (they do not depend on the face shown)."""
         if isinstance(session, GroupSession):
-            return self.group_result_outputs(session, paste_back, request, held, chosen_face(face, session))
+            return self.group_result_outputs(session, paste_back, request, held, chosen_face(face, session),
+                                             downloads=downloads)
         gallery = [(session.step_images[0], "0. start: PTI reconstruction")]
         gallery += [(image, step_caption(i + 1, edit, self.labels))
                     for i, (image, edit) in enumerate(zip(session.step_images[1:], session.edits, strict=True))]
@@ -379,7 +380,7 @@ class SessionHandlers:
         return gallery, steps, result, [str(path) for path in files.paths]
 
     def group_result_outputs(self, session: GroupSession, paste_back: bool, request: gr.Request, held: list[Path],
-                             face: int | None) -> tuple:
+                             face: int | None, *, downloads: bool = True) -> tuple:
         """`result_outputs` of a group: the gallery of every face (face None) or of one face's steps."""
         finals = [one.final_image for one in session.faces]
         if face is None:
@@ -394,15 +395,17 @@ class SessionHandlers:
                         for i, (image, edit) in enumerate(zip(one.step_images[1:], one.edits, strict=True))]
             steps = self.step_picker(one.edits)
         pasted = self.editor.paste_back_group(session, finals) if paste_back else None
-        folder = self.downloads_folder(session.files.pivots.parent, request, held)
-        files = self.editor.write_group_downloads(session, folder, pasted=pasted)
+        files = gr.skip()
+        if downloads:
+            folder = self.downloads_folder(session.files.pivots.parent, request, held)
+            files = [str(path) for path in self.editor.write_group_downloads(session, folder, pasted=pasted).paths]
         if pasted is not None:
             result = gr.Image(value=pasted, label="Every face pasted back into the photo")
         elif face is None:
             result = gr.Image(value=side_by_side(finals), label=f"Final faces 1-{len(finals)}, left to right")
         else:
             result = gr.Image(value=finals[face], label=f"Final face {face + 1}")
-        return gallery, steps, result, [str(path) for path in files.paths]
+        return gallery, steps, result, files
 
     def step_picker(self, edits: Sequence[Edit]) -> gr.Dropdown:
         """The picker of a chain's steps (the last one chosen)."""
@@ -761,12 +764,14 @@ class SessionHandlers:
         yield from self.answer(lambda held: self.result_outputs(session, paste_back, request, held, face)[2:])
 
     def show_face(self, face: float | None, paste_back: bool, request: gr.Request) -> Iterator[tuple]:
-        """A group's gallery, step picker, result and downloads for the face chosen to edit (or every face)."""
+        """A group's gallery, step picker and result for the face chosen to edit (or every face); the downloads,
+        which do not depend on it, stay as they are."""
         session = self.store.get(request.session_hash)
         if not isinstance(session, GroupSession):
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
-        yield from self.answer(lambda held: self.result_outputs(session, paste_back, request, held, face))
+        yield from self.answer(lambda held: self.result_outputs(session, paste_back, request, held, face,
+                                                                downloads=False))
 
     def gallery_selected(self, face: float | None, paste_back: bool, event: gr.SelectData,
                          request: gr.Request) -> Iterator[tuple]:
@@ -778,7 +783,8 @@ class SessionHandlers:
             return
 
         def outputs(held: list[Path]) -> tuple:
-            gallery, steps, result, files = self.result_outputs(session, paste_back, request, held, event.index)
+            gallery, steps, result, files = self.result_outputs(session, paste_back, request, held, event.index,
+                                                                downloads=False)
             return steps, event.index, gallery, result, files
 
         yield from self.answer(outputs)

@@ -191,6 +191,10 @@ class GroupSession:
         return self.faces[0].inversion.seconds
 
 
+# What an app session holds: one face, or every face of a group photo.
+Session = EditingSession | GroupSession
+
+
 @dataclass(frozen=True)
 class GroupFiles:
     """Files of a group's inversion, written once (`FaceEditor.write_group_inversion_files`)."""

@@ -16,11 +16,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pti.editor import EditingSession, GroupSession
+from pti.editor import EditingSession, GroupSession, Session
 from pti.session_store import estimate_nbytes
 from pti.tuning import TunedGenerator
-
-Session = EditingSession | GroupSession
 
 
 def _with_tuned(session: Session, tuned: TunedGenerator | None) -> Session:

@@ -133,6 +133,7 @@ def test_a_group_photo_from_upload_to_the_pasted_back_group(url, editor, group_p
         # Choosing a face shows its steps; the chains now differ, so removing a step of 'every face' is refused.
         face_1 = client.predict(0, False, api_name="/edit_face")
         assert [item["caption"][:10] for item in face_1[0]] == ["Face 1 · 0", "Face 1 · 1"]
+        assert face_1[3] == {"__type__": "update"}  # the downloads, the same for every face, are not written again
         with pytest.raises(AppError, match="The faces' chains differ: choose one face"):
             client.predict(0, False, app.ALL_FACES, api_name="/remove_edit")
         with pytest.raises(AppError, match=r"There is no face 5 to edit"):

@@ -1,7 +1,7 @@
 """The GPU functions of the face editor: module-level, over plain data, so that ZeroGPU can run them in its worker.
 
 Each takes the key of a registered editor (the editor itself holds locks and loaders, which do not pickle; the
-ZeroGPU worker is forked from the main process, so it finds the same registry) and plain values: an aligned face,
+ZeroGPU worker is forked from the main process, so it finds the same registry) and plain values: aligned faces,
 settings, a generator and codes on the CPU. Results come back on the CPU. An exception inside a GPU function
 comes back as a `Failure` value and is raised again by the caller (ZeroGPU would reduce it to its class name).
 """
